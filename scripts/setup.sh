@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine: apt packages, a pinned Python venv (tooling and the
+# ONNX Runtime library), nothing else. Safe to run on every invocation: each step checks first.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+APT_PACKAGES=(
+  wrk            # HTTP load generator for the benchmarks
+  debootstrap    # builds the local base image (this Docker engine cannot pull)
+  procps         # ps/pgrep for the RSS measurements and process checks
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+req="$MLOPS_ROOT/scripts/requirements.txt"
+stamp="$MLOPS_VENV/.requirements.sha256"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x "$MLOPS_VENV/bin/python" ]; then
+  echo "setup: creating Python venv in $MLOPS_VENV"
+  python3 -m venv "$MLOPS_VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing pinned Python packages"
+  "$MLOPS_VENV/bin/pip" install -q --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+fi
+# Re-read the library path now that the wheel is installed.
+unset ORT_DYLIB_PATH
+source "$MLOPS_ROOT/scripts/env.sh"
+if [ ! -f "$ORT_DYLIB_PATH" ]; then
+  echo "setup: ONNX Runtime library not found in the venv (expected onnxruntime==$ORT_VERSION)" >&2
+  exit 1
+fi
