@@ -1,0 +1,158 @@
+//! The inference service as a library: `main.rs` parses arguments and calls in here, and the tests
+//! start the same server in-process.
+
+pub mod card;
+pub mod card_builder;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod request;
+pub mod scorer;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::card::ModelCard;
+use crate::config::{LogFormat, ServeArgs};
+use crate::engine::{Engine, EngineConfig};
+use crate::http::{AppState, BuildInfo, Limits};
+
+pub const GIT_REVISION: &str = env!("INFERENCE_GIT_REVISION");
+
+/// Loads ONNX Runtime, the card and the model, starts the scoring workers and runs one forward pass,
+/// so that every start-up problem surfaces here as a readable error.
+pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
+    let env = scorer::init_runtime(&args.runtime.ort_library)?;
+    let card = ModelCard::load(&args.model_dir)?;
+    let model_path = args.model_dir.join(&card.model_file);
+    let engine = Engine::start(
+        &env,
+        &model_path,
+        &card,
+        &EngineConfig {
+            workers: args.workers,
+            max_batch_rows: args.max_batch_rows,
+            max_concurrent: args.max_concurrent,
+        },
+    )?;
+    let probe_row: Vec<f32> = card.features.iter().map(|f| f.mean as f32).collect();
+    let warmup = engine
+        .probe(probe_row.clone())
+        .await
+        .context("the first forward pass failed")?;
+    tracing::info!(
+        model = %card.name,
+        version = %card.version,
+        features = card.width(),
+        threshold = card.score.threshold,
+        warmup_error = warmup,
+        "model loaded"
+    );
+    let limits = Limits {
+        max_batch_rows: args.max_batch_rows,
+        max_body_bytes: args.max_body_bytes,
+    };
+    let service_version = env!("CARGO_PKG_VERSION");
+    Ok(Arc::new(AppState {
+        engine,
+        openapi: http::openapi_document(&card, &limits, service_version),
+        card: Arc::new(card),
+        info: BuildInfo {
+            service_version,
+            git_revision: GIT_REVISION,
+            image_tag: args.image_tag.clone(),
+        },
+        limits,
+        probe_row,
+    }))
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
+/// (for at most `grace`).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = begun_tx.send(());
+    });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        _ = async { let _ = begun_rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// `inference serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let state = build_state(&args).await?;
+        let listener = TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.bind))?;
+        tracing::info!(addr = %listener.local_addr()?, revision = GIT_REVISION, "serving");
+        serve(
+            listener,
+            state,
+            shutdown_signal(),
+            Duration::from_secs(args.shutdown_grace_secs),
+        )
+        .await
+        .context("the HTTP server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,145 @@
+//! Command line and environment. Every serve flag can also be set by an environment variable, which
+//! is how the container and docker-compose configure the service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "inference",
+    version,
+    about = "Scores rows with an ONNX anomaly-detection autoencoder over HTTP"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the model over HTTP (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Exit 0 if the service answers 200 on its readiness URL (the container's HEALTHCHECK).
+    Health(HealthArgs),
+    /// Build a model directory (model.onnx + model_card.json) from your ONNX autoencoder and a reference CSV.
+    Card(CardArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory holding model_card.json and the ONNX file it names.
+    #[arg(long, env = "INFERENCE_MODEL_DIR")]
+    pub model_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "INFERENCE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Threads running ONNX Runtime, one session each.
+    #[arg(long, env = "INFERENCE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Most rows accepted in one request (and folded into one forward pass).
+    #[arg(long, env = "INFERENCE_MAX_BATCH_ROWS", default_value_t = 1024)]
+    pub max_batch_rows: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "INFERENCE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Requests scored at once; beyond this the service answers 429.
+    #[arg(long, env = "INFERENCE_MAX_CONCURRENT", default_value_t = 256)]
+    pub max_concurrent: usize,
+    /// Seconds to let in-flight requests finish after SIGTERM.
+    #[arg(long, env = "INFERENCE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// Log format.
+    #[arg(long, env = "INFERENCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The image tag this process runs as (set by the image and docker-compose).
+    #[arg(long, env = "IMAGE_TAG")]
+    pub image_tag: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// ONNX Runtime shared library: an absolute path, or a file name found by the dynamic loader.
+    #[arg(
+        long = "ort-library",
+        env = "ORT_DYLIB_PATH",
+        default_value = "libonnxruntime.so.1"
+    )]
+    pub ort_library: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// URL to check; defaults to /readyz on the port of INFERENCE_BIND (8080).
+    #[arg(long, env = "INFERENCE_HEALTH_URL")]
+    pub url: Option<String>,
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
+}
+
+impl HealthArgs {
+    pub fn resolved_url(&self) -> String {
+        self.url.clone().unwrap_or_else(|| {
+            let port = std::env::var("INFERENCE_BIND")
+                .ok()
+                .and_then(|b| b.parse::<SocketAddr>().ok())
+                .map_or(8080, |a| a.port());
+            format!("http://127.0.0.1:{port}/readyz")
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CardArgs {
+    /// Your ONNX autoencoder: one float input [batch, n_features], one output of the same shape.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// CSV of normal rows (header = feature names in model input order): the training baseline.
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// CSV of other normal rows to set the threshold on (default: the reference rows).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// CSV of labelled rows (features + label column, 1 = anomaly) to report ROC-AUC on.
+    #[arg(long)]
+    pub holdout: Option<PathBuf>,
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Quantile of the calibration errors used as the anomaly threshold.
+    #[arg(long, default_value_t = 0.95)]
+    pub threshold_quantile: f64,
+    /// Output directory (created; model.onnx is copied into it).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "1.0.0")]
+    pub version: String,
+    /// Input and output names (default: the model's first input and output).
+    #[arg(long)]
+    pub input_name: Option<String>,
+    #[arg(long)]
+    pub output_name: Option<String>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl Cli {
+    /// Parses the process arguments; with no subcommand at all the service is served.
+    pub fn from_env() -> Self {
+        let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if args.len() == 1 {
+            args.push("serve".into());
+        }
+        Self::parse_from(args)
+    }
+}

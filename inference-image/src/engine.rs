@@ -1,0 +1,173 @@
+//! Runs the model off the async workers: a small pool of threads, each owning one ONNX Runtime
+//! session, fed by a bounded channel. A worker takes every job already waiting (up to the batch
+//! limit) and scores them in one `run`, so concurrent requests share forward passes. Admission is a
+//! semaphore: when every permit is taken the caller gets `Overloaded` at once instead of a queue
+//! that grows without bound.
+
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::card::ModelCard;
+use crate::scorer::{ModelError, Scorer};
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub workers: usize,
+    /// Rows a worker folds into one forward pass.
+    pub max_batch_rows: usize,
+    /// Requests admitted to scoring at once; more are refused as overloaded.
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the model is busy: {0} requests are already being scored")]
+    Overloaded(usize),
+    #[error("the scoring workers have stopped")]
+    Stopped,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+const PROBE_HEADROOM: usize = 8;
+
+struct Job {
+    rows: Vec<f32>,
+    reply: oneshot::Sender<Result<Vec<f64>, String>>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    tx: SyncSender<Job>,
+    permits: Arc<Semaphore>,
+    max_concurrent: usize,
+    width: usize,
+}
+
+impl Engine {
+    /// Opens one session per worker (failing fast if the model does not load) and starts the workers.
+    pub fn start(
+        env: &ort::environment::Environment,
+        model_path: &Path,
+        card: &ModelCard,
+        cfg: &EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let workers = cfg.workers.max(1);
+        let scorers = (0..workers)
+            .map(|_| Scorer::open(env, model_path, card))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Room for every admitted request plus a few readiness probes, which are not admitted.
+        let (tx, rx) = mpsc::sync_channel::<Job>(cfg.max_concurrent.max(1) + PROBE_HEADROOM);
+        let rx = Arc::new(Mutex::new(rx));
+        let width = card.width();
+        let max_rows = cfg.max_batch_rows.max(1);
+        for (i, scorer) in scorers.into_iter().enumerate() {
+            let rx = Arc::clone(&rx);
+            thread::Builder::new()
+                .name(format!("onnx-worker-{i}"))
+                .spawn(move || worker(scorer, &rx, width, max_rows))
+                .map_err(|e| {
+                    EngineError::Model(ModelError::Run(format!(
+                        "cannot start a worker thread: {e}"
+                    )))
+                })?;
+        }
+        Ok(Self {
+            tx,
+            permits: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+            max_concurrent: cfg.max_concurrent.max(1),
+            width,
+        })
+    }
+
+    /// Takes a place among the requests being scored, or says the engine is overloaded.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, EngineError> {
+        Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| EngineError::Overloaded(self.max_concurrent))
+    }
+
+    /// Scores `rows` (row-major, the card's width per row); returns each row's reconstruction error.
+    pub async fn errors(
+        &self,
+        _permit: &OwnedSemaphorePermit,
+        rows: Vec<f32>,
+    ) -> Result<Vec<f64>, EngineError> {
+        self.submit(rows).await
+    }
+
+    /// A real forward pass outside admission control, for readiness checks.
+    pub async fn probe(&self, row: Vec<f32>) -> Result<f64, EngineError> {
+        let errors = self.submit(row).await?;
+        Ok(errors.first().copied().unwrap_or(f64::NAN))
+    }
+
+    async fn submit(&self, rows: Vec<f32>) -> Result<Vec<f64>, EngineError> {
+        debug_assert_eq!(rows.len() % self.width, 0);
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Job { rows, reply }).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => EngineError::Overloaded(self.max_concurrent),
+            mpsc::TrySendError::Disconnected(_) => EngineError::Stopped,
+        })?;
+        match rx.await {
+            Ok(Ok(errors)) => Ok(errors),
+            Ok(Err(reason)) => Err(ModelError::Run(reason).into()),
+            Err(_) => Err(EngineError::Stopped),
+        }
+    }
+}
+
+fn worker(mut scorer: Scorer, rx: &Mutex<Receiver<Job>>, width: usize, max_rows: usize) {
+    let mut batch: Vec<Job> = Vec::new();
+    let mut rows: Vec<f32> = Vec::new();
+    loop {
+        {
+            let Ok(rx) = rx.lock() else { return };
+            // Block for the first job, then take whatever else is already waiting.
+            match rx.recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => return,
+            }
+            let mut total = batch[0].rows.len() / width;
+            while total < max_rows {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        total += job.rows.len() / width;
+                        batch.push(job);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+        }
+        if batch.len() == 1 {
+            let job = batch.pop().expect("one job");
+            let result = scorer.errors(&job.rows).map_err(|e| e.to_string());
+            let _ = job.reply.send(result);
+            continue;
+        }
+        rows.clear();
+        for job in &batch {
+            rows.extend_from_slice(&job.rows);
+        }
+        match scorer.errors(&rows) {
+            Ok(errors) => {
+                let mut offset = 0;
+                for job in batch.drain(..) {
+                    let n = job.rows.len() / width;
+                    let _ = job.reply.send(Ok(errors[offset..offset + n].to_vec()));
+                    offset += n;
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(reason.clone()));
+                }
+            }
+        }
+    }
+}

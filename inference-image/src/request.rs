@@ -1,0 +1,257 @@
+//! Parsing and validating `POST /v1/predict` bodies. Every value is read without failing the whole
+//! parse, so a bad cell is reported with its row and feature instead of a bare JSON error.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::card::ModelCard;
+
+/// The most problems listed in one error response.
+const MAX_ISSUES: usize = 50;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest {
+    pub rows: Vec<Row>,
+}
+
+/// One row as sent: an array in model-card order, or an object keyed by feature name.
+#[derive(Debug)]
+pub enum Row {
+    Values(Vec<Cell>),
+    Named(Vec<(String, Cell)>),
+    Invalid(&'static str),
+}
+
+/// One JSON value where a number is expected.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Number(f64),
+    Null,
+    Text(String),
+    Other(&'static str),
+}
+
+/// One problem with one value: which row, which feature, what is wrong.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Issue {
+    pub row: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.feature {
+            Some(feature) => write!(f, "row {}, feature {feature:?}: {}", self.row, self.problem),
+            None => write!(f, "row {}: {}", self.row, self.problem),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum RequestError {
+    Empty,
+    TooManyRows { rows: usize, limit: usize },
+    Invalid(Vec<Issue>),
+}
+
+/// Turns validated rows into one row-major matrix in model-card order.
+pub fn to_matrix(
+    req: &PredictRequest,
+    card: &ModelCard,
+    max_rows: usize,
+) -> Result<Vec<f32>, RequestError> {
+    if req.rows.is_empty() {
+        return Err(RequestError::Empty);
+    }
+    if req.rows.len() > max_rows {
+        return Err(RequestError::TooManyRows {
+            rows: req.rows.len(),
+            limit: max_rows,
+        });
+    }
+    let width = card.width();
+    let mut matrix = Vec::with_capacity(req.rows.len() * width);
+    let mut issues = Vec::new();
+    let mut slots: Vec<Option<&Cell>> = vec![None; width];
+    for (i, row) in req.rows.iter().enumerate() {
+        let mut problem = |feature: Option<&str>, problem: String| {
+            if issues.len() < MAX_ISSUES {
+                issues.push(Issue {
+                    row: i,
+                    feature: feature.map(str::to_string),
+                    problem,
+                });
+            }
+        };
+        match row {
+            Row::Invalid(kind) => problem(
+                None,
+                format!("is {kind}; expected an array of {width} numbers or an object keyed by feature name"),
+            ),
+            Row::Values(cells) => {
+                if cells.len() != width {
+                    problem(
+                        None,
+                        format!(
+                            "has {} values; the model takes {width} features in this order: {}",
+                            cells.len(),
+                            card.feature_names().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                for (cell, feature) in cells.iter().zip(&card.features) {
+                    match number(cell) {
+                        Ok(v) => matrix.push(v),
+                        Err(p) => problem(Some(&feature.name), p),
+                    }
+                }
+            }
+            Row::Named(pairs) => {
+                slots.iter_mut().for_each(|s| *s = None);
+                for (name, cell) in pairs {
+                    match card.features.iter().position(|f| &f.name == name) {
+                        None => problem(Some(name), "is not a feature of this model".to_string()),
+                        Some(j) if slots[j].is_some() => problem(Some(name), "is given twice".to_string()),
+                        Some(j) => slots[j] = Some(cell),
+                    }
+                }
+                for (slot, feature) in slots.iter().zip(&card.features) {
+                    match slot {
+                        None => problem(Some(&feature.name), "is missing".to_string()),
+                        Some(cell) => match number(cell) {
+                            Ok(v) => matrix.push(v),
+                            Err(p) => problem(Some(&feature.name), p),
+                        },
+                    }
+                }
+            }
+        }
+    }
+    if issues.is_empty() {
+        Ok(matrix)
+    } else {
+        Err(RequestError::Invalid(issues))
+    }
+}
+
+fn number(cell: &Cell) -> Result<f32, String> {
+    match cell {
+        Cell::Number(v) => {
+            let f = *v as f32;
+            if f.is_finite() {
+                Ok(f)
+            } else {
+                Err(format!("{v} is outside the range of a 32-bit float"))
+            }
+        }
+        Cell::Null => Err("is null (missing value)".to_string()),
+        Cell::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+            "nan" => Err("is NaN".to_string()),
+            "inf" | "+inf" | "infinity" | "+infinity" | "-inf" | "-infinity" => {
+                Err(format!("is infinite ({t:?})"))
+            }
+            _ => Err(format!(
+                "is the string {:?}; expected a number",
+                truncate(t, 40)
+            )),
+        },
+        Cell::Other(kind) => Err(format!("is {kind}; expected a number")),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RowVisitor;
+        impl<'de> Visitor<'de> for RowVisitor {
+            type Value = Row;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a row (array of numbers or object of feature: number)")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Row, A::Error> {
+                let mut cells = Vec::with_capacity(seq.size_hint().unwrap_or(32));
+                while let Some(c) = seq.next_element::<Cell>()? {
+                    cells.push(c);
+                }
+                Ok(Row::Values(cells))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(32));
+                while let Some((k, v)) = map.next_entry::<String, Cell>()? {
+                    pairs.push((k, v));
+                }
+                Ok(Row::Named(pairs))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Row, E> {
+                Ok(Row::Invalid("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Row, E> {
+                Ok(Row::Invalid("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Row, E> {
+                Ok(Row::Invalid("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Row, E> {
+                Ok(Row::Invalid("a number"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Row, E> {
+                Ok(Row::Invalid("a string"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Row, E> {
+                Ok(Row::Invalid("null"))
+            }
+        }
+        d.deserialize_any(RowVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cell {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CellVisitor;
+        impl<'de> Visitor<'de> for CellVisitor {
+            type Value = Cell;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cell, E> {
+                Ok(Cell::Number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cell, E> {
+                Ok(Cell::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cell, E> {
+                Ok(Cell::Number(v as f64))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Cell, E> {
+                Ok(Cell::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Cell, E> {
+                Ok(Cell::Other("a boolean"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Cell, E> {
+                Ok(Cell::Text(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Cell, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Cell::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cell, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Cell::Other("an object"))
+            }
+        }
+        d.deserialize_any(CellVisitor)
+    }
+}
