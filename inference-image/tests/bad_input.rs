@@ -190,7 +190,8 @@ async fn malformed_bodies_get_the_right_status() {
     args.max_batch_rows = 8;
     args.max_body_bytes = 64 * 1024;
     let server = Server::start(args).await;
-    let cases: Vec<(Option<&str>, Vec<u8>, u16, &str, &str)> = vec![
+    type Case<'a> = (Option<&'a str>, Vec<u8>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             Some("application/json"),
             b"{\"rows\": [".to_vec(),
