@@ -275,8 +275,11 @@ def main(argv: list[str] | None = None) -> int:
             "std": float(std[j]),
             "min": rnd(cmin),
             "max": rnd(cmax),
-            "valid_min": 0.0 if cmin >= 0 else rnd(cmin - 10 * std[j]),
-            "valid_max": rnd(cmax + 10 * std[j]),
+            # Plausible range: a bound for gross errors (wrong units, sign, sentinel values), not
+            # for anomalies: malignant rows lie far outside the benign training range and must
+            # still be scored. Non-negative features stay non-negative.
+            "valid_min": 0.0 if cmin >= 0 else rnd(cmin - 100 * (cmax - cmin)),
+            "valid_max": rnd(cmax + 100 * (cmax - cmin)),
             "quantiles": quantiles(col),
             "histogram": histogram(col, np.percentile(col, np.arange(0, 101, 10))),
         })

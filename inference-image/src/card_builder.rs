@@ -257,8 +257,13 @@ fn feature_stats(name: &str, values: &[f64]) -> FeatureStats {
         std,
         min,
         max,
-        valid_min: if min >= 0.0 { 0.0 } else { min - 10.0 * std },
-        valid_max: max + 10.0 * std,
+        // A bound for gross errors (units, signs, sentinels), not for anomalies.
+        valid_min: if min >= 0.0 {
+            0.0
+        } else {
+            min - 100.0 * (max - min)
+        },
+        valid_max: max + 100.0 * (max - min),
         quantiles: quantiles(&sorted),
         histogram: decile_histogram(&sorted),
     }

@@ -78,7 +78,7 @@ impl From<RequestError> for ApiError {
             RequestError::Empty => {
                 ApiError::BadRequest("rows is empty; send at least one row".into())
             }
-            RequestError::TooManyRows { rows, limit } => ApiError::PayloadTooLarge(format!(
+            RequestError::TooManyRows { rows, limit } => ApiError::Unprocessable(format!(
                 "the batch has {rows} rows; this service accepts at most {limit} per request"
             )),
             RequestError::Invalid(issues) => ApiError::Validation(issues),

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::card::ModelCard;
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::request::{to_matrix, PredictRequest};
+use crate::request::{overflow_issues, to_matrix, PredictRequest};
 
 /// Build-time and deploy-time facts reported by `GET /v1/model`.
 #[derive(Debug, Clone, Serialize)]
@@ -55,9 +55,11 @@ pub fn openapi_document(card: &ModelCard, limits: &Limits, service_version: &str
     doc["info"]["version"] = json!(service_version);
     let schemas = &mut doc["components"]["schemas"];
     schemas["PredictRequest"]["properties"]["rows"]["maxItems"] = json!(limits.max_batch_rows);
+    let ranged = |f: &crate::card::FeatureStats| json!({"type": "number", "title": f.name, "minimum": f.valid_min, "maximum": f.valid_max});
     let values = &mut schemas["RowValues"];
     values["minItems"] = json!(width);
     values["maxItems"] = json!(width);
+    values["prefixItems"] = card.features.iter().map(ranged).collect();
     values["description"] = json!(format!(
         "The {width} feature values of model {} {} in this order: {}",
         card.name,
@@ -66,14 +68,10 @@ pub fn openapi_document(card: &ModelCard, limits: &Limits, service_version: &str
     ));
     let named = &mut schemas["RowNamed"];
     named["required"] = json!(names);
-    named["properties"] = names
+    named["properties"] = card
+        .features
         .iter()
-        .map(|n| {
-            (
-                n.to_string(),
-                json!({"$ref": "#/components/schemas/FeatureValue"}),
-            )
-        })
+        .map(|f| (f.name.clone(), ranged(f)))
         .collect::<serde_json::Map<_, _>>()
         .into();
     serde_json::to_string(&doc).expect("serializable")
@@ -101,12 +99,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let started = std::time::Instant::now();
     let probe = state.engine.probe(state.probe_row.clone());
     match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Ok(_)) => Json(json!({
+        Ok(Ok(e)) if e.is_finite() => Json(json!({
             "status": "ready",
             "model": {"name": state.card.name, "version": state.card.version},
             "probe_ms": started.elapsed().as_secs_f64() * 1e3,
         }))
         .into_response(),
+        Ok(Ok(e)) => not_ready(format!(
+            "a forward pass on the training means gave a non-finite error ({e})"
+        )),
         Ok(Err(e)) => not_ready(format!("a forward pass failed: {e}")),
         Err(_) => not_ready("a forward pass did not finish within 2 s".to_string()),
     }
@@ -172,8 +173,12 @@ async fn predict(
     let req: PredictRequest = serde_json::from_slice(&body).map_err(json_error)?;
     let matrix = to_matrix(&req, &state.card, state.limits.max_batch_rows)?;
     let permit = state.engine.admit()?;
-    let errors = state.engine.errors(&permit, matrix).await?;
+    let errors = state.engine.errors(&permit, matrix.clone()).await?;
     drop(permit);
+    let overflowed = overflow_issues(&errors, &matrix, &state.card);
+    if !overflowed.is_empty() {
+        return Err(ApiError::Validation(overflowed));
+    }
     let threshold = state.card.score.threshold;
     let request_id = uuid::Uuid::new_v4().to_string();
     let results = errors

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::card::ModelCard;
+use crate::card::{FeatureStats, ModelCard};
 
 /// The most problems listed in one error response.
 const MAX_ISSUES: usize = 50;
@@ -106,7 +106,7 @@ pub fn to_matrix(
                     continue;
                 }
                 for (cell, feature) in cells.iter().zip(&card.features) {
-                    match number(cell) {
+                    match value(cell, feature) {
                         Ok(v) => matrix.push(v),
                         Err(p) => problem(Some(&feature.name), p),
                     }
@@ -124,7 +124,7 @@ pub fn to_matrix(
                 for (slot, feature) in slots.iter().zip(&card.features) {
                     match slot {
                         None => problem(Some(&feature.name), "is missing".to_string()),
-                        Some(cell) => match number(cell) {
+                        Some(cell) => match value(cell, feature) {
                             Ok(v) => matrix.push(v),
                             Err(p) => problem(Some(&feature.name), p),
                         },
@@ -138,6 +138,23 @@ pub fn to_matrix(
     } else {
         Err(RequestError::Invalid(issues))
     }
+}
+
+/// A cell's value if it is a number within the feature's plausible range (from the model card).
+fn value(cell: &Cell, feature: &FeatureStats) -> Result<f32, String> {
+    let v = number(cell)?;
+    // Compare the value as sent (f64), not its float32 rounding, so the documented bounds hold exactly.
+    let x = match cell {
+        Cell::Number(x) => *x,
+        _ => f64::from(v),
+    };
+    if x < feature.valid_min || x > feature.valid_max {
+        return Err(format!(
+            "{x} is outside the plausible range {} to {} (model card)",
+            feature.valid_min, feature.valid_max
+        ));
+    }
+    Ok(v)
 }
 
 fn number(cell: &Cell) -> Result<f32, String> {
@@ -253,5 +270,91 @@ impl<'de> Deserialize<'de> for Cell {
             }
         }
         d.deserialize_any(CellVisitor)
+    }
+}
+
+/// Issues for rows whose reconstruction overflowed (non-finite error): such a row lies so far from
+/// the training data that the model cannot score it. Names the feature farthest from its training
+/// mean, in standard deviations.
+pub fn overflow_issues(errors: &[f64], matrix: &[f32], card: &ModelCard) -> Vec<Issue> {
+    let width = card.width();
+    errors
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.is_finite())
+        .take(MAX_ISSUES)
+        .map(|(i, _)| {
+            let row = &matrix[i * width..(i + 1) * width];
+            let (value, feature, z) = row
+                .iter()
+                .zip(&card.features)
+                .map(|(&v, f)| (v, f, ((f64::from(v) - f.mean) / f.std).abs()))
+                .max_by(|a, b| a.2.total_cmp(&b.2))
+                .expect("rows are not empty");
+            Issue {
+                row: i,
+                feature: Some(feature.name.clone()),
+                problem: format!(
+                    "{value} is {z:.3e} standard deviations from the training mean, so far that the model's reconstruction overflows (plausible range {} to {})",
+                    feature.valid_min, feature.valid_max
+                ),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> ModelCard {
+        ModelCard::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/model/wbc-autoencoder"
+        )))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_overflowing_row_names_the_feature_farthest_from_training() {
+        let card = card();
+        let mut matrix: Vec<f32> = card.features.iter().map(|f| f.mean as f32).collect();
+        matrix.extend(matrix.clone());
+        matrix[card.width() + 7] = 1e30;
+        let issues = overflow_issues(&[0.1, f64::INFINITY], &matrix, &card);
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].row, 1);
+        assert_eq!(
+            issues[0].feature.as_deref(),
+            Some(card.features[7].name.as_str())
+        );
+        assert!(issues[0].problem.contains("overflows"));
+        assert!(overflow_issues(&[0.1, 0.2], &matrix, &card).is_empty());
+    }
+
+    #[test]
+    fn rows_parse_without_failing_on_bad_cells() {
+        let req: PredictRequest = serde_json::from_str(
+            r#"{"rows": [[1, null, "x", true, [1], {"a": 1}], {"f": 2.5}, 7]}"#,
+        )
+        .unwrap();
+        match &req.rows[0] {
+            Row::Values(cells) => assert_eq!(
+                cells,
+                &vec![
+                    Cell::Number(1.0),
+                    Cell::Null,
+                    Cell::Text("x".into()),
+                    Cell::Other("a boolean"),
+                    Cell::Other("an array"),
+                    Cell::Other("an object"),
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(&req.rows[1], Row::Named(p) if p == &vec![("f".to_string(), Cell::Number(2.5))])
+        );
+        assert!(matches!(req.rows[2], Row::Invalid("a number")));
     }
 }

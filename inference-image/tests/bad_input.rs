@@ -251,8 +251,8 @@ async fn malformed_bodies_get_the_right_status() {
         (
             Some("application/json"),
             serde_json::to_vec(&json!({ "rows": vec![good_row(); 9] })).unwrap(),
-            413,
-            "payload_too_large",
+            422,
+            "validation",
             "at most 8",
         ),
     ];
@@ -304,5 +304,49 @@ async fn a_full_engine_answers_429_and_recovers() {
     // Readiness does not take a permit: a busy service is still ready.
     assert_eq!(server.get_json("/readyz").await.0, 200);
     drop(held);
+    assert_served_afterwards(&server).await;
+}
+
+#[tokio::test]
+async fn values_outside_the_plausible_range_are_refused_and_named() {
+    let server = Server::start(serve_args()).await;
+    let card = &server.state.card;
+    let f = &card.features[3];
+    let too_big = f.valid_max * 1.001;
+    let (status, body) = server
+        .post_json(
+            "/v1/predict",
+            &json!({ "rows": [good_row(), row_with(3, json!(too_big))] }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        (body["row"].clone(), body["feature"].clone()),
+        (json!(1), json!(f.name))
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("outside the plausible range"),
+        "{body}"
+    );
+    // Negative values for a feature that is never negative.
+    let (status, body) = server
+        .post_json(
+            "/v1/predict",
+            &json!({ "rows": [row_with(0, json!(-1.0))] }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["feature"], card.features[0].name.as_str());
+    // The bounds themselves are accepted.
+    let (status, body) = server
+        .post_json(
+            "/v1/predict",
+            &json!({ "rows": [row_with(3, json!(f.valid_max))] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     assert_served_afterwards(&server).await;
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# One release build serves every test: the Rust tests, and the system tests that put the same
+# binary into a container image.
+step "cargo test (release)"
+cargo test --workspace --release
+
+step "system tests (pytest)"
+export INFERENCE_BIN="$CARGO_TARGET_DIR/release/inference"
+python -m pytest tests -q -rs
