@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::access::Secret;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "inference",
@@ -64,6 +66,22 @@ pub struct ServeArgs {
     /// The image tag this process runs as (set by the image and docker-compose).
     #[arg(long, env = "IMAGE_TAG")]
     pub image_tag: Option<String>,
+    /// Directory for monitoring state that survives restarts (the compose volume); none keeps it in memory.
+    #[arg(long, env = "INFERENCE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds between writes of the monitoring history (at most this much is lost on a hard kill).
+    #[arg(long, env = "INFERENCE_STATE_FLUSH_SECS", default_value_t = 30)]
+    pub state_flush_secs: u64,
+    /// Bearer token for monitoring and feedback (required for them when listening beyond loopback).
+    #[arg(
+        long = "api-token",
+        env = "INFERENCE_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<Secret>,
+    /// Require the token for predictions too.
+    #[arg(long, env = "INFERENCE_PROTECT_PREDICT", default_value_t = false)]
+    pub protect_predict: bool,
 }
 
 #[derive(Debug, Clone, Args)]

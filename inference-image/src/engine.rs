@@ -35,9 +35,16 @@ pub enum EngineError {
 
 const PROBE_HEADROOM: usize = 8;
 
+/// The rows a request sent, given back with their reconstruction errors (for monitoring).
+#[derive(Debug)]
+pub struct Scored {
+    pub rows: Vec<f32>,
+    pub errors: Vec<f64>,
+}
+
 struct Job {
     rows: Vec<f32>,
-    reply: oneshot::Sender<Result<Vec<f64>, String>>,
+    reply: oneshot::Sender<Result<Scored, String>>,
 }
 
 #[derive(Clone)]
@@ -91,22 +98,23 @@ impl Engine {
             .map_err(|_| EngineError::Overloaded(self.max_concurrent))
     }
 
-    /// Scores `rows` (row-major, the card's width per row); returns each row's reconstruction error.
-    pub async fn errors(
+    /// Scores `rows` (row-major, the card's width per row): each row's reconstruction error, with
+    /// the rows handed back.
+    pub async fn score(
         &self,
         _permit: &OwnedSemaphorePermit,
         rows: Vec<f32>,
-    ) -> Result<Vec<f64>, EngineError> {
+    ) -> Result<Scored, EngineError> {
         self.submit(rows).await
     }
 
     /// A real forward pass outside admission control, for readiness checks.
     pub async fn probe(&self, row: Vec<f32>) -> Result<f64, EngineError> {
-        let errors = self.submit(row).await?;
-        Ok(errors.first().copied().unwrap_or(f64::NAN))
+        let scored = self.submit(row).await?;
+        Ok(scored.errors.first().copied().unwrap_or(f64::NAN))
     }
 
-    async fn submit(&self, rows: Vec<f32>) -> Result<Vec<f64>, EngineError> {
+    async fn submit(&self, rows: Vec<f32>) -> Result<Scored, EngineError> {
         debug_assert_eq!(rows.len() % self.width, 0);
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Job { rows, reply }).map_err(|e| match e {
@@ -114,7 +122,7 @@ impl Engine {
             mpsc::TrySendError::Disconnected(_) => EngineError::Stopped,
         })?;
         match rx.await {
-            Ok(Ok(errors)) => Ok(errors),
+            Ok(Ok(scored)) => Ok(scored),
             Ok(Err(reason)) => Err(ModelError::Run(reason).into()),
             Err(_) => Err(EngineError::Stopped),
         }
@@ -123,18 +131,28 @@ impl Engine {
 
 fn worker(mut scorer: Scorer, rx: &Mutex<Receiver<Job>>, width: usize, max_rows: usize) {
     let mut batch: Vec<Job> = Vec::new();
+    let mut carried: Option<Job> = None;
     let mut rows: Vec<f32> = Vec::new();
     loop {
         {
             let Ok(rx) = rx.lock() else { return };
-            // Block for the first job, then take whatever else is already waiting.
-            match rx.recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => return,
-            }
-            let mut total = batch[0].rows.len() / width;
+            // Start with the job held back last time, or block for the next one; then take
+            // whatever else is already waiting while it fits in one forward pass.
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let mut total = first.rows.len() / width;
+            batch.push(first);
             while total < max_rows {
                 match rx.try_recv() {
+                    Ok(job) if total + job.rows.len() / width > max_rows => {
+                        carried = Some(job);
+                        break;
+                    }
                     Ok(job) => {
                         total += job.rows.len() / width;
                         batch.push(job);
@@ -145,7 +163,13 @@ fn worker(mut scorer: Scorer, rx: &Mutex<Receiver<Job>>, width: usize, max_rows:
         }
         if batch.len() == 1 {
             let job = batch.pop().expect("one job");
-            let result = scorer.errors(&job.rows).map_err(|e| e.to_string());
+            let result = match scorer.errors(&job.rows) {
+                Ok(errors) => Ok(Scored {
+                    rows: job.rows,
+                    errors,
+                }),
+                Err(e) => Err(e.to_string()),
+            };
             let _ = job.reply.send(result);
             continue;
         }
@@ -158,8 +182,12 @@ fn worker(mut scorer: Scorer, rx: &Mutex<Receiver<Job>>, width: usize, max_rows:
                 let mut offset = 0;
                 for job in batch.drain(..) {
                     let n = job.rows.len() / width;
-                    let _ = job.reply.send(Ok(errors[offset..offset + n].to_vec()));
+                    let errors = errors[offset..offset + n].to_vec();
                     offset += n;
+                    let _ = job.reply.send(Ok(Scored {
+                        rows: job.rows,
+                        errors,
+                    }));
                 }
             }
             Err(e) => {

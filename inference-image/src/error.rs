@@ -7,6 +7,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::engine::EngineError;
+use crate::monitor::feedback::{ItemProblem, Refusal};
 use crate::request::{Issue, RequestError};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,12 @@ pub enum ApiError {
     #[error("{method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{}", .0.first().map_or("invalid feedback".to_string(), |p| format!("feedback item {}: {}", p.item, p.problem)))]
+    Feedback(Vec<ItemProblem>),
+    #[error("{0}")]
     Overloaded(String),
     #[error("{0}")]
     Unavailable(String),
@@ -43,6 +50,13 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Feedback(problems) => match problems.first().map(|p| p.refusal) {
+                Some(Refusal::Unknown) => StatusCode::NOT_FOUND,
+                Some(Refusal::Duplicate) => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            },
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -57,6 +71,13 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Feedback(problems) => match problems.first().map(|p| p.refusal) {
+                Some(Refusal::Unknown) => "not_found",
+                Some(Refusal::Duplicate) => "conflict",
+                _ => "validation",
+            },
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -114,7 +135,19 @@ impl IntoResponse for ApiError {
             }
             body["details"] = json!(issues);
         }
+        if let ApiError::Feedback(problems) = &self {
+            body["details"] = problems
+                .iter()
+                .map(|p| json!({"item": p.item, "problem": p.problem}))
+                .collect();
+        }
         let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                "www-authenticate",
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -127,6 +160,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::IssueKind;
 
     #[test]
     fn each_kind_has_its_status() {
@@ -151,11 +185,13 @@ mod tests {
                 row: 2,
                 feature: Some("a".into()),
                 problem: "is NaN".into(),
+                kind: IssueKind::Invalid,
             },
             Issue {
                 row: 5,
                 feature: None,
                 problem: "has 3 values".into(),
+                kind: IssueKind::Shape,
             },
         ];
         assert_eq!(

@@ -6,17 +6,21 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::access::{Access, Scope};
 use crate::card::ModelCard;
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::monitor::{now_secs, Event, Monitor};
+use crate::monitoring_api;
 use crate::request::{overflow_issues, to_matrix, PredictRequest};
 
 /// Build-time and deploy-time facts reported by `GET /v1/model`.
@@ -42,7 +46,23 @@ pub struct AppState {
     pub probe_row: Vec<f32>,
     /// `/openapi.json`, specialised to this model and these limits.
     pub openapi: String,
+    pub monitor: Arc<Monitor>,
+    pub access: Access,
 }
+
+/// Routes as monitoring names them (anything else is "other").
+const ROUTES: [&str; 10] = [
+    "/healthz",
+    "/readyz",
+    "/v1/model",
+    "/v1/predict",
+    "/v1/feedback",
+    "/v1/monitoring/summary",
+    "/v1/monitoring/series",
+    "/metrics",
+    "/openapi.json",
+    "other",
+];
 
 const OPENAPI_TEMPLATE: &str = include_str!("openapi.json");
 
@@ -66,6 +86,7 @@ pub fn openapi_document(card: &ModelCard, limits: &Limits, service_version: &str
         card.version,
         names.join(", ")
     ));
+    let metrics: Vec<String> = crate::monitor::series::metric_names(&names);
     let named = &mut schemas["RowNamed"];
     named["required"] = json!(names);
     named["properties"] = card
@@ -74,6 +95,8 @@ pub fn openapi_document(card: &ModelCard, limits: &Limits, service_version: &str
         .map(|f| (f.name.clone(), ranged(f)))
         .collect::<serde_json::Map<_, _>>()
         .into();
+    doc["paths"]["/v1/monitoring/series"]["get"]["parameters"][0]["schema"]["enum"] =
+        json!(metrics);
     serde_json::to_string(&doc).expect("serializable")
 }
 
@@ -84,11 +107,38 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/model", get(model))
         .route("/v1/predict", post(predict))
+        .route("/v1/feedback", post(monitoring_api::feedback))
+        .route("/v1/monitoring/summary", get(monitoring_api::summary))
+        .route("/v1/monitoring/series", get(monitoring_api::series))
+        .route("/metrics", get(monitoring_api::metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .with_state(state)
+}
+
+/// Counts every request for the system layer: route, status class, latency, requests in flight.
+async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()))
+        .copied()
+        .unwrap_or("other");
+    let (guard, in_flight) = state.monitor.enter();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    drop(guard);
+    state.monitor.record(Event::Request {
+        at: now_secs(),
+        route,
+        status: response.status().as_u16(),
+        seconds: started.elapsed().as_secs_f64(),
+        in_flight,
+    });
+    response
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -168,19 +218,55 @@ async fn predict(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_json(&headers)?;
+    let result = score_request(&state, &headers, body).await;
+    if let Err(e) = &result {
+        // Refused for its content (not for load or access): the data layer counts it.
+        let status = e.status();
+        if status.is_client_error()
+            && status != StatusCode::TOO_MANY_REQUESTS
+            && status != StatusCode::UNAUTHORIZED
+            && status != StatusCode::FORBIDDEN
+        {
+            let issues = match e {
+                ApiError::Validation(issues) => issues.clone(),
+                _ => Vec::new(),
+            };
+            state.monitor.record(Event::Rejected {
+                at: now_secs(),
+                issues,
+            });
+        }
+    }
+    result
+}
+
+async fn score_request(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    state.access.check(headers, Scope::Predict)?;
+    require_json(headers)?;
     let body = body.map_err(|e| body_error(e, state.limits.max_body_bytes))?;
     let req: PredictRequest = serde_json::from_slice(&body).map_err(json_error)?;
     let matrix = to_matrix(&req, &state.card, state.limits.max_batch_rows)?;
     let permit = state.engine.admit()?;
-    let errors = state.engine.errors(&permit, matrix.clone()).await?;
+    let scored = state.engine.score(&permit, matrix).await?;
     drop(permit);
-    let overflowed = overflow_issues(&errors, &matrix, &state.card);
+    let errors = scored.errors;
+    let overflowed = overflow_issues(&errors, &scored.rows, &state.card);
     if !overflowed.is_empty() {
         return Err(ApiError::Validation(overflowed));
     }
     let threshold = state.card.score.threshold;
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let id = uuid::Uuid::new_v4();
+    let request_id = id.to_string();
+    state.monitor.remember(id, &errors);
+    state.monitor.record(Event::Scored {
+        at: now_secs(),
+        rows: scored.rows,
+        errors: errors.clone(),
+    });
     let results = errors
         .into_iter()
         .enumerate()
@@ -207,7 +293,7 @@ async fn predict(
     Ok(response)
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType(
             "missing Content-Type; send the rows as application/json".into(),
@@ -231,7 +317,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn body_error(e: BytesRejection, limit: usize) -> ApiError {
+pub(crate) fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!(
             "the body is larger than this service's limit of {limit} bytes"
@@ -241,7 +327,7 @@ fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     }
 }
 
-fn json_error(e: serde_json::Error) -> ApiError {
+pub(crate) fn json_error(e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Data => ApiError::Unprocessable(format!(

@@ -1,6 +1,7 @@
 //! The inference service as a library: `main.rs` parses arguments and calls in here, and the tests
 //! start the same server in-process.
 
+pub mod access;
 pub mod card;
 pub mod card_builder;
 pub mod config;
@@ -8,6 +9,8 @@ pub mod engine;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod monitor;
+pub mod monitoring_api;
 pub mod request;
 pub mod scorer;
 pub mod stats;
@@ -19,10 +22,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::access::Access;
 use crate::card::ModelCard;
 use crate::config::{LogFormat, ServeArgs};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::{AppState, BuildInfo, Limits};
+use crate::monitor::Monitor;
 
 pub const GIT_REVISION: &str = env!("INFERENCE_GIT_REVISION");
 
@@ -60,10 +65,28 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
         max_body_bytes: args.max_body_bytes,
     };
     let service_version = env!("CARGO_PKG_VERSION");
+    if args.protect_predict && args.api_token.is_none() {
+        anyhow::bail!("--protect-predict needs an API token: set INFERENCE_API_TOKEN");
+    }
+    let access = Access {
+        token: args.api_token.clone(),
+        public: !args.bind.ip().is_loopback(),
+        protect_predict: args.protect_predict,
+    };
+    if access.public && access.token.is_none() {
+        tracing::warn!(bind = %args.bind, "no API token: monitoring and feedback answer 403 to every caller until INFERENCE_API_TOKEN is set");
+    }
+    let card = Arc::new(card);
+    let monitor = Monitor::new(Arc::clone(&card), args.state_dir.clone());
+    monitor.load_state()?;
+    monitor.start();
+    monitor.start_flushing(Duration::from_secs(args.state_flush_secs.max(1)));
     Ok(Arc::new(AppState {
         engine,
         openapi: http::openapi_document(&card, &limits, service_version),
-        card: Arc::new(card),
+        monitor,
+        access,
+        card,
         info: BuildInfo {
             service_version,
             git_revision: GIT_REVISION,
@@ -146,12 +169,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, revision = GIT_REVISION, "serving");
         serve(
             listener,
-            state,
+            Arc::clone(&state),
             shutdown_signal(),
             Duration::from_secs(args.shutdown_grace_secs),
         )
         .await
         .context("the HTTP server failed")?;
+        let monitor = Arc::clone(&state.monitor);
+        let _ = tokio::task::spawn_blocking(move || monitor.flush()).await;
         tracing::info!("stopped");
         Ok(())
     })

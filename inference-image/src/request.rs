@@ -41,6 +41,21 @@ pub struct Issue {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
     pub problem: String,
+    /// How monitoring counts it.
+    #[serde(skip)]
+    pub kind: IssueKind,
+}
+
+/// What kind of problem an issue is, for the data-quality counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IssueKind {
+    /// A feature left out or sent as null.
+    Missing,
+    /// NaN, infinite, not a number, or outside the plausible range.
+    Invalid,
+    /// The row itself is malformed (wrong width, unknown or repeated feature names).
+    #[default]
+    Shape,
 }
 
 impl fmt::Display for Issue {
@@ -79,29 +94,31 @@ pub fn to_matrix(
     let mut issues = Vec::new();
     let mut slots: Vec<Option<&Cell>> = vec![None; width];
     for (i, row) in req.rows.iter().enumerate() {
-        let mut problem = |feature: Option<&str>, problem: String| {
+        let mut problem = |feature: Option<&str>, (kind, problem): (IssueKind, String)| {
             if issues.len() < MAX_ISSUES {
                 issues.push(Issue {
                     row: i,
                     feature: feature.map(str::to_string),
                     problem,
+                    kind,
                 });
             }
         };
+        let shape = |text: String| (IssueKind::Shape, text);
         match row {
             Row::Invalid(kind) => problem(
                 None,
-                format!("is {kind}; expected an array of {width} numbers or an object keyed by feature name"),
+                shape(format!("is {kind}; expected an array of {width} numbers or an object keyed by feature name")),
             ),
             Row::Values(cells) => {
                 if cells.len() != width {
                     problem(
                         None,
-                        format!(
+                        shape(format!(
                             "has {} values; the model takes {width} features in this order: {}",
                             cells.len(),
                             card.feature_names().collect::<Vec<_>>().join(", ")
-                        ),
+                        )),
                     );
                     continue;
                 }
@@ -116,14 +133,16 @@ pub fn to_matrix(
                 slots.iter_mut().for_each(|s| *s = None);
                 for (name, cell) in pairs {
                     match card.features.iter().position(|f| &f.name == name) {
-                        None => problem(Some(name), "is not a feature of this model".to_string()),
-                        Some(j) if slots[j].is_some() => problem(Some(name), "is given twice".to_string()),
+                        None => problem(Some(name), shape("is not a feature of this model".to_string())),
+                        Some(j) if slots[j].is_some() => {
+                            problem(Some(name), shape("is given twice".to_string()))
+                        }
                         Some(j) => slots[j] = Some(cell),
                     }
                 }
                 for (slot, feature) in slots.iter().zip(&card.features) {
                     match slot {
-                        None => problem(Some(&feature.name), "is missing".to_string()),
+                        None => problem(Some(&feature.name), (IssueKind::Missing, "is missing".to_string())),
                         Some(cell) => match value(cell, feature) {
                             Ok(v) => matrix.push(v),
                             Err(p) => problem(Some(&feature.name), p),
@@ -141,7 +160,7 @@ pub fn to_matrix(
 }
 
 /// A cell's value if it is a number within the feature's plausible range (from the model card).
-fn value(cell: &Cell, feature: &FeatureStats) -> Result<f32, String> {
+fn value(cell: &Cell, feature: &FeatureStats) -> Result<f32, (IssueKind, String)> {
     let v = number(cell)?;
     // Compare the value as sent (f64), not its float32 rounding, so the documented bounds hold exactly.
     let x = match cell {
@@ -149,36 +168,40 @@ fn value(cell: &Cell, feature: &FeatureStats) -> Result<f32, String> {
         _ => f64::from(v),
     };
     if x < feature.valid_min || x > feature.valid_max {
-        return Err(format!(
-            "{x} is outside the plausible range {} to {} (model card)",
-            feature.valid_min, feature.valid_max
+        return Err((
+            IssueKind::Invalid,
+            format!(
+                "{x} is outside the plausible range {} to {} (model card)",
+                feature.valid_min, feature.valid_max
+            ),
         ));
     }
     Ok(v)
 }
 
-fn number(cell: &Cell) -> Result<f32, String> {
+fn number(cell: &Cell) -> Result<f32, (IssueKind, String)> {
+    let invalid = |text: String| Err((IssueKind::Invalid, text));
     match cell {
         Cell::Number(v) => {
             let f = *v as f32;
             if f.is_finite() {
                 Ok(f)
             } else {
-                Err(format!("{v} is outside the range of a 32-bit float"))
+                invalid(format!("{v} is outside the range of a 32-bit float"))
             }
         }
-        Cell::Null => Err("is null (missing value)".to_string()),
+        Cell::Null => Err((IssueKind::Missing, "is null (missing value)".to_string())),
         Cell::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
-            "nan" => Err("is NaN".to_string()),
+            "nan" => invalid("is NaN".to_string()),
             "inf" | "+inf" | "infinity" | "+infinity" | "-inf" | "-infinity" => {
-                Err(format!("is infinite ({t:?})"))
+                invalid(format!("is infinite ({t:?})"))
             }
-            _ => Err(format!(
+            _ => invalid(format!(
                 "is the string {:?}; expected a number",
                 truncate(t, 40)
             )),
         },
-        Cell::Other(kind) => Err(format!("is {kind}; expected a number")),
+        Cell::Other(kind) => invalid(format!("is {kind}; expected a number")),
     }
 }
 
@@ -293,6 +316,7 @@ pub fn overflow_issues(errors: &[f64], matrix: &[f32], card: &ModelCard) -> Vec<
                 .expect("rows are not empty");
             Issue {
                 row: i,
+                kind: IssueKind::Invalid,
                 feature: Some(feature.name.clone()),
                 problem: format!(
                     "{value} is {z:.3e} standard deviations from the training mean, so far that the model's reconstruction overflows (plausible range {} to {})",

@@ -36,12 +36,7 @@ async fn send_raw(server: &Server, content_type: Option<&str>, body: Vec<u8>) ->
 #[tokio::test]
 async fn bad_values_name_their_row_and_feature() {
     let server = Server::start(serve_args()).await;
-    let names: Vec<String> = server
-        .state
-        .card
-        .feature_names()
-        .map(str::to_string)
-        .collect();
+    let names: Vec<String> = server.feature_names();
     let good: Vec<Value> = good_row().into_iter().map(|x| json!(x)).collect();
     let cases: Vec<(Value, usize, Option<&str>, &str)> = vec![
         (
@@ -109,12 +104,7 @@ async fn bad_values_name_their_row_and_feature() {
 #[tokio::test]
 async fn named_rows_report_unknown_missing_and_repeated_features() {
     let server = Server::start(serve_args()).await;
-    let names: Vec<String> = server
-        .state
-        .card
-        .feature_names()
-        .map(str::to_string)
-        .collect();
+    let names: Vec<String> = server.feature_names();
     let full: serde_json::Map<String, Value> = names
         .iter()
         .zip(good_row())

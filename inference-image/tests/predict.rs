@@ -66,12 +66,7 @@ async fn served_scores_separate_malignant_from_benign_rows() {
 async fn named_rows_score_like_ordered_rows_and_batching_changes_nothing() {
     let server = Server::start(serve_args()).await;
     let (rows, _) = holdout();
-    let names: Vec<String> = server
-        .state
-        .card
-        .feature_names()
-        .map(str::to_string)
-        .collect();
+    let names: Vec<String> = server.feature_names();
     let sample = &rows[..5];
     let named: Vec<serde_json::Value> = sample
         .iter()
@@ -182,6 +177,10 @@ async fn health_model_and_openapi_endpoints_answer() {
         "/readyz",
         "/v1/model",
         "/v1/predict",
+        "/v1/feedback",
+        "/v1/monitoring/summary",
+        "/v1/monitoring/series",
+        "/metrics",
         "/openapi.json",
     ] {
         assert!(paths.contains(&p), "{p} missing from openapi.json");

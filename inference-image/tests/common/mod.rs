@@ -37,6 +37,10 @@ pub fn serve_args() -> ServeArgs {
         shutdown_grace_secs: 5,
         log_format: LogFormat::Text,
         image_tag: Some("test-tag".into()),
+        state_dir: None,
+        state_flush_secs: 30,
+        api_token: None,
+        protect_predict: false,
     }
 }
 
@@ -67,6 +71,14 @@ impl Server {
             client: reqwest::Client::new(),
             stop: Some(stop),
         }
+    }
+
+    pub fn feature_names(&self) -> Vec<String> {
+        self.state
+            .card
+            .feature_names()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {

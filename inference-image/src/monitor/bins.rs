@@ -1,0 +1,203 @@
+//! Fixed bin layouts, chosen once from the model card, that every minute bucket counts into. Fixed
+//! edges make buckets mergeable by adding counts, so memory per minute does not grow with traffic.
+
+use crate::card::{FeatureStats, Histogram};
+
+/// Equal-width bins across a feature's training range widened by half a span on each side, plus
+/// an open bin below and one above.
+pub const FINE_BINS: usize = 32;
+
+/// Latency bucket upper bounds in seconds (Prometheus-style; the last finite one is past 10 s).
+pub const LATENCY_BOUNDS: [f64; 19] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Reconstruction-error bins: log-spaced from 1e-4 to 1e6, 8 per decade, plus open ends.
+pub const SCORE_LOG_MIN: f64 = -4.0;
+pub const SCORE_LOG_MAX: f64 = 6.0;
+pub const SCORE_BINS_PER_DECADE: usize = 8;
+
+/// A set of strictly increasing edges; values below the first or above the last fall in the open
+/// outer bins, so there are `edges.len() + 1` counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bins {
+    pub edges: Vec<f64>,
+}
+
+impl Bins {
+    pub fn new(edges: Vec<f64>) -> Self {
+        debug_assert!(edges.windows(2).all(|w| w[0] < w[1]));
+        Self { edges }
+    }
+
+    /// Count slots: one open bin below, `edges.len() - 1` closed bins, one open bin above.
+    pub fn len(&self) -> usize {
+        self.edges.len() + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+
+    /// The slot of `v`: 0 below the first edge, then [e_i, e_{i+1}) → i + 1, last edge and above →
+    /// the top closed bin or the open top bin.
+    pub fn index(&self, v: f64) -> usize {
+        self.edges.partition_point(|&e| e <= v)
+    }
+
+    /// One representative point per slot: bin midpoints, and half a neighbouring bin width
+    /// beyond the outer edges for the open bins.
+    pub fn points(&self) -> Vec<f64> {
+        let e = &self.edges;
+        let n = e.len();
+        let first_w = e[1] - e[0];
+        let last_w = e[n - 1] - e[n - 2];
+        let mut p = Vec::with_capacity(n + 1);
+        p.push(e[0] - first_w / 2.0);
+        p.extend(e.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+        p.push(e[n - 1] + last_w / 2.0);
+        p
+    }
+
+    /// Spreads a histogram over these slots assuming values are uniform within each of its bins
+    /// (how a card's decile histogram becomes a baseline on finer bins).
+    pub fn spread(&self, h: &Histogram) -> Vec<f64> {
+        let mut out = vec![0.0; self.len()];
+        for (i, &count) in h.counts.iter().enumerate() {
+            let (lo, hi) = (h.bin_edges[i], h.bin_edges[i + 1]);
+            if count == 0 {
+                continue;
+            }
+            let width = hi - lo;
+            // Slot boundaries: -inf, edges..., +inf.
+            for (slot, share) in out.iter_mut().enumerate() {
+                let s_lo = if slot == 0 {
+                    f64::NEG_INFINITY
+                } else {
+                    self.edges[slot - 1]
+                };
+                let s_hi = if slot == self.edges.len() {
+                    f64::INFINITY
+                } else {
+                    self.edges[slot]
+                };
+                let overlap = hi.min(s_hi) - lo.max(s_lo);
+                if width > 0.0 && overlap > 0.0 {
+                    *share += count as f64 * overlap / width;
+                } else if width == 0.0 && lo >= s_lo && lo < s_hi {
+                    *share += count as f64;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The fine bins of one feature.
+pub fn feature_bins(f: &FeatureStats) -> Bins {
+    let span = (f.max - f.min).max(f.std).max(f64::EPSILON);
+    let (lo, hi) = (f.min - span / 2.0, f.max + span / 2.0);
+    Bins::new(
+        (0..=FINE_BINS)
+            .map(|i| lo + (hi - lo) * i as f64 / FINE_BINS as f64)
+            .collect(),
+    )
+}
+
+/// The card's own decile bins (PSI is computed on these), with open outer slots.
+pub fn decile_bins(h: &Histogram) -> Bins {
+    Bins::new(h.bin_edges.clone())
+}
+
+/// The card's decile counts laid on `decile_bins` slots (nothing in the open outer slots).
+pub fn decile_baseline(h: &Histogram) -> Vec<f64> {
+    let mut v = Vec::with_capacity(h.counts.len() + 2);
+    v.push(0.0);
+    v.extend(h.counts.iter().map(|&c| c as f64));
+    v.push(0.0);
+    v
+}
+
+pub fn score_bins() -> Bins {
+    let n = ((SCORE_LOG_MAX - SCORE_LOG_MIN) as usize) * SCORE_BINS_PER_DECADE;
+    Bins::new(
+        (0..=n)
+            .map(|i| 10f64.powf(SCORE_LOG_MIN + i as f64 / SCORE_BINS_PER_DECADE as f64))
+            .collect(),
+    )
+}
+
+pub fn latency_bins() -> Bins {
+    Bins::new(LATENCY_BOUNDS.to_vec())
+}
+
+/// Quantile `q` from counts on `bins`, interpolating linearly inside the bin (open bins report
+/// their finite edge).
+pub fn quantile(bins: &Bins, counts: &[f64], q: f64) -> Option<f64> {
+    let total: f64 = counts.iter().sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let target = q.clamp(0.0, 1.0) * total;
+    let mut seen = 0.0;
+    for (slot, &c) in counts.iter().enumerate() {
+        if c > 0.0 && seen + c >= target {
+            let e = &bins.edges;
+            if slot == 0 {
+                return Some(e[0]);
+            }
+            if slot == e.len() {
+                return Some(e[e.len() - 1]);
+            }
+            let (lo, hi) = (e[slot - 1], e[slot]);
+            return Some(lo + (hi - lo) * ((target - seen) / c).clamp(0.0, 1.0));
+        }
+        seen += c;
+    }
+    bins.edges.last().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_puts_values_in_open_and_closed_slots() {
+        let b = Bins::new(vec![0.0, 1.0, 2.0]);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.index(-0.1), 0);
+        assert_eq!(b.index(0.0), 1);
+        assert_eq!(b.index(0.99), 1);
+        assert_eq!(b.index(1.0), 2);
+        assert_eq!(b.index(2.0), 3);
+        assert_eq!(b.index(5.0), 3);
+    }
+
+    #[test]
+    fn spread_keeps_the_total_and_splits_by_overlap() {
+        let b = Bins::new(vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+        let h = Histogram {
+            bin_edges: vec![0.0, 2.0, 4.0],
+            counts: vec![10, 30],
+        };
+        let s = b.spread(&h);
+        assert_eq!(s, vec![0.0, 5.0, 5.0, 15.0, 15.0, 0.0]);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_bins() {
+        let b = Bins::new(vec![0.0, 1.0, 2.0]);
+        let counts = [0.0, 2.0, 2.0, 0.0];
+        assert_eq!(quantile(&b, &counts, 0.5), Some(1.0));
+        assert_eq!(quantile(&b, &counts, 0.75), Some(1.5));
+        assert_eq!(quantile(&b, &[0.0; 4], 0.5), None);
+    }
+
+    #[test]
+    fn score_bins_cover_ten_decades() {
+        let b = score_bins();
+        assert_eq!(b.edges.len(), 81);
+        assert!((b.edges[0] - 1e-4).abs() < 1e-12 && (b.edges[80] - 1e6).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,459 @@
+//! Monitoring inside the service: every request feeds one-minute buckets (system, data and model
+//! layers) through a channel, so handlers never wait on it; readers merge the buckets of a window.
+//! See `summary` for what is reported and `drift` for the statistics.
+
+pub mod bins;
+pub mod bucket;
+pub mod drift;
+pub mod feedback;
+pub mod persist;
+pub mod prometheus;
+pub mod series;
+pub mod summary;
+pub mod system;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::card::ModelCard;
+use crate::request::{Issue, IssueKind};
+use bins::Bins;
+use bucket::{Bucket, Labelled};
+
+/// Minutes of history kept (25 h, so a 24 h window is always complete).
+pub const RETENTION_MINUTES: i64 = 25 * 60;
+/// Events waiting for the recorder; beyond this they are dropped and counted, never blocking a request.
+const QUEUE: usize = 65_536;
+/// How often the system layer is sampled.
+pub const SYSTEM_SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// The bin layouts every bucket uses, fixed at start-up from the model card.
+pub struct Layout {
+    pub feature_names: Vec<String>,
+    pub feature_bins: Vec<Bins>,
+    pub decile_bins: Vec<Bins>,
+    pub score_bins: Bins,
+    pub latency_bins: Bins,
+    pub threshold: f64,
+}
+
+impl Layout {
+    pub fn new(card: &ModelCard) -> Self {
+        Self {
+            feature_names: card.features.iter().map(|f| f.name.clone()).collect(),
+            feature_bins: card.features.iter().map(bins::feature_bins).collect(),
+            decile_bins: card
+                .features
+                .iter()
+                .map(|f| bins::decile_bins(&f.histogram))
+                .collect(),
+            score_bins: bins::score_bins(),
+            latency_bins: bins::latency_bins(),
+            threshold: card.score.threshold,
+        }
+    }
+
+    pub fn empty_bucket(&self, minute: i64) -> Bucket {
+        let deciles: Vec<usize> = self.decile_bins.iter().map(Bins::len).collect();
+        Bucket::new(
+            minute,
+            self.feature_names.len(),
+            bins::FINE_BINS + 2,
+            &deciles,
+            self.score_bins.len(),
+        )
+    }
+}
+
+/// What a request tells the recorder.
+#[derive(Debug)]
+pub enum Event {
+    Request {
+        at: i64,
+        route: &'static str,
+        status: u16,
+        seconds: f64,
+        in_flight: u64,
+    },
+    Scored {
+        at: i64,
+        rows: Vec<f32>,
+        errors: Vec<f64>,
+    },
+    Rejected {
+        at: i64,
+        issues: Vec<Issue>,
+    },
+    Labels {
+        at: i64,
+        items: Vec<Labelled>,
+    },
+    System(system::SystemSample),
+}
+
+/// The buckets of the last `RETENTION_MINUTES`, oldest first, and the minutes changed since the
+/// last flush to disk.
+pub struct History {
+    pub buckets: VecDeque<Bucket>,
+    dirty: BTreeSet<i64>,
+}
+
+pub struct Monitor {
+    pub layout: Layout,
+    pub card: Arc<ModelCard>,
+    history: Mutex<History>,
+    /// Since this process started, for Prometheus counters.
+    totals: Mutex<Bucket>,
+    registry: Mutex<feedback::Registry>,
+    tx: mpsc::Sender<Event>,
+    rx: Mutex<Option<mpsc::Receiver<Event>>>,
+    in_flight: AtomicU64,
+    dropped: AtomicU64,
+    pub state_dir: Option<PathBuf>,
+    store: Mutex<Option<persist::Store>>,
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Monitor {
+    pub fn new(card: Arc<ModelCard>, state_dir: Option<PathBuf>) -> Arc<Self> {
+        let layout = Layout::new(&card);
+        let totals = layout.empty_bucket(now_secs() / 60);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Arc::new(Self {
+            layout,
+            card,
+            history: Mutex::new(History {
+                buckets: VecDeque::new(),
+                dirty: BTreeSet::new(),
+            }),
+            totals: Mutex::new(totals),
+            registry: Mutex::new(feedback::Registry::default()),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            in_flight: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            state_dir,
+            store: Mutex::new(None),
+        })
+    }
+
+    /// A digest of the bin layout: persisted buckets are only reused by a model with the same one.
+    pub fn fingerprint(&self) -> String {
+        let l = &self.layout;
+        let text = format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            l.feature_names,
+            l.feature_bins.iter().map(|b| &b.edges).collect::<Vec<_>>(),
+            l.decile_bins.iter().map(|b| &b.edges).collect::<Vec<_>>(),
+            l.score_bins.edges
+        );
+        // FNV-1a, 64 bit.
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
+    /// Loads persisted history from the state directory (if one is configured). A file that
+    /// cannot be used is set aside with a warning; only an unusable directory is an error.
+    pub fn load_state(&self) -> Result<(), persist::PersistError> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(());
+        };
+        let (store, buckets, warning) = persist::Store::open(dir, &self.fingerprint())?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(path = %store.path.display(), minutes = buckets.len(), "monitoring history loaded");
+        self.restore(buckets);
+        *self.store.lock().expect("not poisoned") = Some(store);
+        Ok(())
+    }
+
+    /// Writes the minutes changed since the last flush. Blocking (SQLite): call from a blocking context.
+    pub fn flush(&self) {
+        let mut store = self.store.lock().expect("not poisoned");
+        let Some(store) = store.as_mut() else { return };
+        let changed: Vec<Bucket> = {
+            let mut history = self.history.lock().expect("not poisoned");
+            let dirty = std::mem::take(&mut history.dirty);
+            history
+                .buckets
+                .iter()
+                .filter(|b| dirty.contains(&b.minute))
+                .cloned()
+                .collect()
+        };
+        let keep_from = now_secs() / 60 - RETENTION_MINUTES;
+        if let Err(e) = store.save(&changed, keep_from) {
+            tracing::warn!(error = %e, "could not save monitoring history; will retry");
+            let mut history = self.history.lock().expect("not poisoned");
+            history.dirty.extend(changed.iter().map(|b| b.minute));
+        }
+    }
+
+    /// Flushes every `every` on a blocking thread until the process ends.
+    pub fn start_flushing(self: &Arc<Self>, every: Duration) {
+        if self.state_dir.is_none() {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let m = Arc::clone(&me);
+                let _ = tokio::task::spawn_blocking(move || m.flush()).await;
+            }
+        });
+    }
+
+    /// Starts the recorder and the system sampler on the current tokio runtime.
+    pub fn start(self: &Arc<Self>) {
+        let Some(mut rx) = self.rx.lock().expect("not poisoned").take() else {
+            return;
+        };
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(256);
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                me.apply(batch.drain(..));
+            }
+        });
+        let me = Arc::clone(self);
+        let disk = self.state_dir.clone().unwrap_or_else(|| PathBuf::from("/"));
+        tokio::spawn(async move {
+            let mut sampler = system::SystemSampler::new(&disk);
+            let mut tick = tokio::time::interval(SYSTEM_SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                me.record(Event::System(sampler.sample(now_secs())));
+            }
+        });
+    }
+
+    /// Queues an event for the recorder; never waits.
+    pub fn record(&self, event: Event) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the guard drops; returns the count including it.
+    pub fn enter(self: &Arc<Self>) -> (InFlight, u64) {
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        (InFlight(Arc::clone(self)), n)
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Remembers a prediction for later feedback.
+    pub fn remember(&self, id: Uuid, errors: &[f64]) {
+        let minute = now_secs() / 60;
+        self.registry
+            .lock()
+            .expect("not poisoned")
+            .remember(id, minute, errors);
+    }
+
+    pub fn label(
+        &self,
+        req: &feedback::FeedbackRequest,
+    ) -> Result<usize, Vec<feedback::ItemProblem>> {
+        let at = now_secs();
+        let items = self
+            .registry
+            .lock()
+            .expect("not poisoned")
+            .label(req, at / 60)?;
+        let n = items.len();
+        self.record(Event::Labels { at, items });
+        Ok(n)
+    }
+
+    /// Applies events to the current buckets (the recorder task calls this; tests may too).
+    pub fn apply(&self, events: impl Iterator<Item = Event>) {
+        let mut history = self.history.lock().expect("not poisoned");
+        let mut totals = self.totals.lock().expect("not poisoned");
+        for event in events {
+            let at = match &event {
+                Event::Request { at, .. }
+                | Event::Scored { at, .. }
+                | Event::Rejected { at, .. }
+                | Event::Labels { at, .. } => *at,
+                Event::System(s) => s.at,
+            };
+            let minute = at / 60;
+            history.dirty.insert(minute);
+            let bucket = bucket_for(&mut history.buckets, &self.layout, minute);
+            self.fold(bucket, &event);
+            self.fold(&mut totals, &event);
+        }
+    }
+
+    fn fold(&self, b: &mut Bucket, event: &Event) {
+        let layout = &self.layout;
+        match event {
+            Event::Request {
+                route,
+                status,
+                seconds,
+                in_flight,
+                ..
+            } => {
+                let r = b.routes.entry((*route).to_string()).or_default();
+                let class = (*status as usize / 100).clamp(1, 5) - 1;
+                r.status[class] += 1;
+                if r.latency.is_empty() {
+                    r.latency = vec![0; layout.latency_bins.len()];
+                }
+                r.latency[layout.latency_bins.index(*seconds)] += 1;
+                r.latency_sum_seconds += seconds;
+                b.in_flight_max = b.in_flight_max.max(*in_flight);
+                if *status == 429 {
+                    b.overloaded += 1;
+                }
+            }
+            Event::Scored { rows, errors, .. } => {
+                let width = layout.feature_names.len();
+                b.rows += errors.len() as u64;
+                for row in rows.chunks_exact(width) {
+                    for (j, &v) in row.iter().enumerate() {
+                        let v = f64::from(v);
+                        let f = &mut b.features[j];
+                        f.fine[layout.feature_bins[j].index(v)] += 1;
+                        f.deciles[layout.decile_bins[j].index(v)] += 1;
+                        f.sum += v;
+                        f.sum_sq += v * v;
+                    }
+                }
+                for &e in errors {
+                    b.scores[layout.score_bins.index(e)] += 1;
+                    b.error_sum += e;
+                    if e > layout.threshold {
+                        b.anomalies += 1;
+                    }
+                }
+            }
+            Event::Rejected { issues, .. } => {
+                b.rejected_requests += 1;
+                for issue in issues {
+                    let Some(j) = issue
+                        .feature
+                        .as_ref()
+                        .and_then(|n| layout.feature_names.iter().position(|f| f == n))
+                    else {
+                        continue;
+                    };
+                    match issue.kind {
+                        IssueKind::Missing => b.features[j].missing += 1,
+                        IssueKind::Invalid => b.features[j].invalid += 1,
+                        IssueKind::Shape => {}
+                    }
+                }
+            }
+            Event::Labels { items, .. } => {
+                for item in items {
+                    if b.feedback.len() < bucket::FEEDBACK_PER_MINUTE {
+                        b.feedback.push(*item);
+                    } else {
+                        b.feedback_dropped += 1;
+                    }
+                }
+            }
+            Event::System(s) => b.system = Some(s.clone()),
+        }
+    }
+
+    /// The buckets with minute in [from, to] merged into one, and how many minutes had data.
+    pub fn merged(&self, from_minute: i64, to_minute: i64) -> (Bucket, usize) {
+        let history = self.history.lock().expect("not poisoned");
+        let mut out = self.layout.empty_bucket(to_minute);
+        let mut n = 0;
+        for b in history
+            .buckets
+            .iter()
+            .filter(|b| b.minute >= from_minute && b.minute <= to_minute)
+        {
+            out.merge(b);
+            n += 1;
+        }
+        (out, n)
+    }
+
+    /// Copies of the buckets in [from, to], oldest first (for time series).
+    pub fn buckets(&self, from_minute: i64, to_minute: i64) -> Vec<Bucket> {
+        let history = self.history.lock().expect("not poisoned");
+        history
+            .buckets
+            .iter()
+            .filter(|b| b.minute >= from_minute && b.minute <= to_minute)
+            .cloned()
+            .collect()
+    }
+
+    pub fn totals(&self) -> Bucket {
+        self.totals.lock().expect("not poisoned").clone()
+    }
+
+    /// Replaces the history (after loading persisted state).
+    pub fn restore(&self, buckets: Vec<Bucket>) {
+        let mut history = self.history.lock().expect("not poisoned");
+        let cutoff = now_secs() / 60 - RETENTION_MINUTES;
+        history.buckets = buckets.into_iter().filter(|b| b.minute > cutoff).collect();
+        history.buckets.make_contiguous().sort_by_key(|b| b.minute);
+    }
+}
+
+/// The bucket for `minute`, created if needed; buckets older than the retention are dropped.
+fn bucket_for<'a>(
+    buckets: &'a mut VecDeque<Bucket>,
+    layout: &Layout,
+    minute: i64,
+) -> &'a mut Bucket {
+    while buckets
+        .front()
+        .is_some_and(|b| b.minute <= minute - RETENTION_MINUTES)
+    {
+        buckets.pop_front();
+    }
+    let pos = buckets.iter().rposition(|b| b.minute <= minute);
+    match pos {
+        Some(i) if buckets[i].minute == minute => &mut buckets[i],
+        Some(i) => {
+            buckets.insert(i + 1, layout.empty_bucket(minute));
+            &mut buckets[i + 1]
+        }
+        None => {
+            buckets.push_front(layout.empty_bucket(minute));
+            &mut buckets[0]
+        }
+    }
+}
+
+/// Decrements the in-flight count when a request finishes.
+pub struct InFlight(Arc<Monitor>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,254 @@
+//! What `GET /v1/monitoring/summary` reports for a window: the three layers with verdicts and the
+//! thresholds behind them.
+
+use serde_json::{json, Value};
+
+use super::bins::{self, Bins};
+use super::bucket::{Bucket, RouteStats};
+use super::drift::{self, DriftStats, Verdict};
+use super::Monitor;
+use crate::card::Histogram;
+use crate::stats::roc_auc;
+
+pub const PREDICT_ROUTE: &str = "/v1/predict";
+
+/// Parses "90s", "5m", "1h", "24h", "1d" into seconds.
+pub fn parse_window(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: i64 = n
+        .parse::<i64>()
+        .map_err(|_| format!("window {text:?} must look like 5m, 1h or 24h"))?
+        .min(1_000_000);
+    let secs = match unit {
+        "s" => n,
+        "m" | "" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(format!(
+                "window {text:?} has an unknown unit {unit:?}; use s, m, h or d"
+            ))
+        }
+    };
+    // Clamped to what is kept: at least one minute, at most the retention.
+    Ok(secs.clamp(60, super::RETENTION_MINUTES * 60))
+}
+
+pub fn latency_quantiles(layout_bins: &Bins, r: &RouteStats) -> Value {
+    let counts: Vec<f64> = r.latency.iter().map(|&c| c as f64).collect();
+    let q = |p| bins::quantile(layout_bins, &counts, p);
+    json!({"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)})
+}
+
+fn rate(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+/// Drift of one count vector against a baseline histogram laid on the same bins.
+pub fn feature_drift(monitor: &Monitor, j: usize, merged: &Bucket) -> DriftStats {
+    let layout = &monitor.layout;
+    let f = &monitor.card.features[j];
+    let fine_bins = &layout.feature_bins[j];
+    let current: Vec<f64> = merged.features[j].fine.iter().map(|&c| c as f64).collect();
+    let baseline = fine_bins.spread(&f.histogram);
+    let mut stats = drift::drift_stats(&fine_bins.points(), &baseline, &current, f.std);
+    // PSI on the card's own decile bins: coarse bins keep it stable on small windows.
+    let decile_current: Vec<f64> = merged.features[j]
+        .deciles
+        .iter()
+        .map(|&c| c as f64)
+        .collect();
+    stats.psi = drift::psi(&bins::decile_baseline(&f.histogram), &decile_current);
+    stats
+}
+
+/// Drift of the reconstruction-error distribution against the calibration errors in the card.
+pub fn score_drift(monitor: &Monitor, merged: &Bucket) -> DriftStats {
+    let b = &monitor.layout.score_bins;
+    let baseline_hist: &Histogram = &monitor.card.score.baseline.histogram;
+    let baseline = b.spread(baseline_hist);
+    let points = b.points();
+    let total: f64 = baseline.iter().sum();
+    let mean = baseline
+        .iter()
+        .zip(&points)
+        .map(|(c, p)| c * p)
+        .sum::<f64>()
+        / total.max(1.0);
+    let var = baseline
+        .iter()
+        .zip(&points)
+        .map(|(c, p)| c * (p - mean).powi(2))
+        .sum::<f64>()
+        / total.max(1.0);
+    let current: Vec<f64> = merged.scores.iter().map(|&c| c as f64).collect();
+    let mut stats = drift::drift_stats(&points, &baseline, &current, var.sqrt().max(f64::EPSILON));
+    // PSI on the card's decile bins of the calibration errors.
+    let deciles = Bins::new(baseline_hist.bin_edges.clone());
+    let mut decile_current = vec![0.0; deciles.len()];
+    for (slot, &c) in merged.scores.iter().enumerate() {
+        if c > 0 {
+            decile_current[deciles.index(points[slot])] += c as f64;
+        }
+    }
+    stats.psi = drift::psi(&bins::decile_baseline(baseline_hist), &decile_current);
+    stats
+}
+
+pub fn ground_truth(merged: &Bucket, threshold: f64) -> Value {
+    let (mut tp, mut fp, mut tn, mut fnn) = (0u64, 0u64, 0u64, 0u64);
+    for l in &merged.feedback {
+        match (l.label, l.error > threshold) {
+            (true, true) => tp += 1,
+            (false, true) => fp += 1,
+            (false, false) => tn += 1,
+            (true, false) => fnn += 1,
+        }
+    }
+    let precision = rate(tp, tp + fp);
+    let recall = rate(tp, tp + fnn);
+    let f1 = match (precision, recall) {
+        (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+        (Some(_), Some(_)) => Some(0.0),
+        _ => None,
+    };
+    let scores: Vec<f64> = merged.feedback.iter().map(|l| l.error).collect();
+    let labels: Vec<bool> = merged.feedback.iter().map(|l| l.label).collect();
+    json!({
+        "labelled": merged.feedback.len() as u64 + merged.feedback_dropped,
+        "labelled_kept": merged.feedback.len(),
+        "true_positives": tp, "false_positives": fp, "true_negatives": tn, "false_negatives": fnn,
+        "precision": precision, "recall": recall, "f1": f1,
+        "roc_auc": roc_auc(&scores, &labels),
+    })
+}
+
+/// The whole summary of `merged`, which covers `seconds` ending at `to` (Unix seconds).
+pub fn summarize(
+    monitor: &Monitor,
+    merged: &Bucket,
+    minutes_with_data: usize,
+    seconds: i64,
+    to: i64,
+) -> Value {
+    let layout = &monitor.layout;
+    let mut all = RouteStats {
+        latency: vec![0; layout.latency_bins.len()],
+        ..RouteStats::default()
+    };
+    for r in merged.routes.values() {
+        for (a, b) in all.status.iter_mut().zip(r.status) {
+            *a += b;
+        }
+    }
+    let requests = all.requests();
+    let predict = merged
+        .routes
+        .get(PREDICT_ROUTE)
+        .cloned()
+        .unwrap_or_default();
+    let routes: serde_json::Map<String, Value> = merged
+        .routes
+        .iter()
+        .map(|(name, r)| {
+            (
+                name.clone(),
+                json!({
+                    "requests": r.requests(),
+                    "by_status": {"2xx": r.status[1], "4xx": r.status[3], "5xx": r.status[4]},
+                    "latency_seconds": latency_quantiles(&layout.latency_bins, r),
+                }),
+            )
+        })
+        .collect();
+
+    let feature_stats: Vec<(usize, DriftStats, Verdict)> = (0..layout.feature_names.len())
+        .map(|j| {
+            let s = feature_drift(monitor, j, merged);
+            let v = drift::verdict(&s);
+            (j, s, v)
+        })
+        .collect();
+    let verdicts: Vec<Verdict> = feature_stats.iter().map(|(_, _, v)| *v).collect();
+    let features: Vec<Value> = feature_stats
+        .iter()
+        .map(|(j, s, v)| {
+            let f = &merged.features[*j];
+            let n: u64 = f.fine.iter().sum();
+            json!({
+                "name": layout.feature_names[*j],
+                "rows": n,
+                "missing": f.missing,
+                "invalid": f.invalid,
+                "mean": (n > 0).then(|| f.sum / n as f64),
+                "baseline_mean": monitor.card.features[*j].mean,
+                "drift": s,
+                "verdict": v,
+            })
+        })
+        .collect();
+    let drifted: Vec<&str> = feature_stats
+        .iter()
+        .filter(|(_, _, v)| *v == Verdict::Drift)
+        .map(|(j, _, _)| layout.feature_names[*j].as_str())
+        .collect();
+
+    let score_counts: Vec<f64> = merged.scores.iter().map(|&c| c as f64).collect();
+    let q = |p| bins::quantile(&layout.score_bins, &score_counts, p);
+    let score = score_drift(monitor, merged);
+    let system = merged.system.clone();
+
+    json!({
+        "window": {"seconds": seconds, "from": to - seconds, "to": to, "minutes_with_data": minutes_with_data},
+        "system": {
+            "requests": requests,
+            "requests_per_second": requests as f64 / seconds as f64,
+            "by_status": {"1xx": all.status[0], "2xx": all.status[1], "3xx": all.status[2], "4xx": all.status[3], "5xx": all.status[4]},
+            "error_rate": rate(all.status[3] + all.status[4], requests),
+            "server_error_rate": rate(all.status[4], requests),
+            "overloaded": merged.overloaded,
+            "in_flight_now": monitor.in_flight(),
+            "in_flight_max": merged.in_flight_max,
+            "predict_latency_seconds": latency_quantiles(&layout.latency_bins, &predict),
+            "routes": routes,
+            "resources": system,
+            "dropped_events": monitor.dropped_events(),
+        },
+        "data": {
+            "rows": merged.rows,
+            "rejected_requests": merged.rejected_requests,
+            "features": features,
+            "drift": {
+                "verdict": drift::overall(&verdicts),
+                "drifted_features": drifted,
+                "drifted_share": if verdicts.is_empty() { 0.0 } else { drifted.len() as f64 / verdicts.len() as f64 },
+            },
+        },
+        "model": {
+            "rows": merged.rows,
+            "anomalies": merged.anomalies,
+            "anomaly_rate": rate(merged.anomalies, merged.rows),
+            "threshold": layout.threshold,
+            "reconstruction_error": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "mean": (merged.rows > 0).then(|| merged.error_sum / merged.rows as f64)},
+            "score_drift": {"stats": score, "verdict": drift::verdict(&score)},
+            "ground_truth": ground_truth(merged, layout.threshold),
+        },
+        "thresholds": thresholds(),
+    })
+}
+
+pub fn thresholds() -> Value {
+    json!({
+        "drift": {
+            "min_samples": drift::MIN_SAMPLES,
+            "rule": "a feature drifts when (PSI >= 0.25 or Wasserstein/std >= 0.5) and KS p < 0.01; warns when (PSI >= 0.1 or Wasserstein/std >= 0.25) and KS p < 0.05; the input drifts when at least half of the features drift",
+            "psi_bins": "the model card's training deciles (PSI bands 0.1 / 0.25)",
+            "ks_wasserstein_js_bins": format!("{} equal-width bins over the training range widened by half a span each side, plus open ends", bins::FINE_BINS),
+        },
+        "anomaly": {"rule": "reconstruction error > the model card's threshold"},
+    })
+}

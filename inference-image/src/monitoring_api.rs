@@ -1,0 +1,108 @@
+//! Handlers that read monitoring data and take ground truth: `/v1/feedback`,
+//! `/v1/monitoring/summary`, `/v1/monitoring/series` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::access::Scope;
+use crate::error::ApiError;
+use crate::http::{body_error, json_error, require_json, AppState};
+use crate::monitor::feedback::FeedbackRequest;
+use crate::monitor::{now_secs, series, summary};
+
+pub async fn feedback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.access.check(&headers, Scope::Monitoring)?;
+    require_json(&headers)?;
+    let body = body.map_err(|e| body_error(e, state.limits.max_body_bytes))?;
+    let req: FeedbackRequest = serde_json::from_slice(&body).map_err(json_error)?;
+    let accepted = state.monitor.label(&req).map_err(ApiError::Feedback)?;
+    Ok(Json(json!({ "accepted": accepted })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SummaryQuery {
+    window: Option<String>,
+}
+
+pub async fn summary(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<SummaryQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.access.check(&headers, Scope::Monitoring)?;
+    let Query(q) = q.map_err(query_error)?;
+    let seconds =
+        summary::parse_window(q.window.as_deref().unwrap_or("5m")).map_err(ApiError::BadRequest)?;
+    let to = now_secs();
+    // Whole minutes: the current one plus enough before it to cover the window.
+    let last = to / 60;
+    let first = last - seconds / 60 + 1;
+    let (merged, minutes) = state.monitor.merged(first, last);
+    Ok(Json(summary::summarize(
+        &state.monitor,
+        &merged,
+        minutes,
+        seconds,
+        to,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SeriesQuery {
+    metric: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    step: Option<i64>,
+}
+
+pub async fn series(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<SeriesQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.access.check(&headers, Scope::Monitoring)?;
+    let Query(q) = q.map_err(query_error)?;
+    let metric = q.metric.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "metric is required; one of: {}",
+            series::METRICS.join(", ")
+        ))
+    })?;
+    let to = q.to.unwrap_or_else(now_secs);
+    let from = q.from.unwrap_or(to - 3600);
+    let step = q.step.unwrap_or(60);
+    series::series(&state.monitor, &metric, from, to, step)
+        .map(Json)
+        .map_err(ApiError::BadRequest)
+}
+
+fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!("bad query string: {}", e.body_text()))
+}
+
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.access.check(&headers, Scope::Monitoring)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::monitor::prometheus::render(&state.monitor),
+    )
+        .into_response())
+}
