@@ -50,6 +50,9 @@ class Deployment:
     container: str
     base_url: str
     metrics: dict
+    compose_cmd: list
+    env: dict
+    token: str
 
 
 def _stage_prebuilt(binary: Path, ort: Path) -> list[Path]:
@@ -105,8 +108,9 @@ def deployment(docker_engine, metrics):
     project_name = f"inferencetest{run_id}"
     port = net.free_port()
     env = os.environ.copy()
+    token = uuid.uuid4().hex  # generated per run: never a committed secret
     env.update(IMAGE_NAME=TEST_IMAGE_NAME, IMAGE_TAG=image_tag, INFERENCE_PORT=str(port),
-               INFERENCE_HOST_IP=net.LOOPBACK)
+               INFERENCE_HOST_IP=net.LOOPBACK, INFERENCE_API_TOKEN=token)
     compose_cmd = compose + ["-p", project_name, "-f", str(COMPOSE_FILE)]
     revision = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
                               capture_output=True, text=True).stdout.strip()
@@ -146,7 +150,8 @@ def deployment(docker_engine, metrics):
         m["up_to_healthy_s"] = round(time.monotonic() - t0, 2)
 
         yield Deployment(image=image, image_tag=image_tag, project=project_name, container=container,
-                         base_url=f"http://{net.LOOPBACK}:{port}", metrics=m)
+                         base_url=f"http://{net.LOOPBACK}:{port}", metrics=m,
+                         compose_cmd=compose_cmd, env=env, token=token)
     finally:
         if compose_started:
             t0 = time.monotonic()
@@ -281,3 +286,33 @@ def test_image_metadata(deployment):
 def test_image_size(deployment):
     size = deployment.metrics["image_bytes"]
     assert size <= MAX_IMAGE_BYTES, f"image is {size / 1e6:.1f} MB, budget {MAX_IMAGE_BYTES / 1e6:.0f} MB"
+
+
+def _rows_seen(deployment, auth) -> int:
+    r = net.http_request("GET", f"{deployment.base_url}/v1/monitoring/summary?window=1h", headers=auth)
+    assert r.status == 200, r.body[:300]
+    return r.json()["data"]["rows"]
+
+
+def test_monitoring_needs_the_token_and_survives_a_redeploy(deployment):
+    """The container listens beyond loopback, so monitoring needs the bearer token; its history lives
+    in the named volume and is still there after `docker-compose down` + `up -d` (a redeploy).
+    Runs last: it replaces the container."""
+    url = deployment.base_url
+    assert net.http_request("GET", f"{url}/v1/monitoring/summary").status == 401
+    auth = {"Authorization": f"Bearer {deployment.token}"}
+    _, benign = _holdout()
+    _predict(deployment, benign)
+    deadline = time.monotonic() + 10
+    while (seen := _rows_seen(deployment, auth)) < len(benign) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert seen >= len(benign), seen
+
+    docker.run(deployment.compose_cmd + ["down", "-t", "30"], env=deployment.env, timeout=180)
+    docker.run(deployment.compose_cmd + ["up", "-d"], env=deployment.env, timeout=180)
+    container = docker.run(deployment.compose_cmd + ["ps", "-q", "inference"], env=deployment.env,
+                           timeout=60).stdout.strip()
+    assert container and container != deployment.container, "compose did not recreate the container"
+    deployment.container = container
+    docker.wait_healthy(container, timeout=HEALTHY_TIMEOUT_S)
+    assert _rows_seen(deployment, auth) == seen, "monitoring history was lost across the redeploy"

@@ -15,6 +15,10 @@ impl Secret {
         Self(value)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn matches(&self, offered: &str) -> bool {
         // Constant time in the offered token's content.
         let (a, b) = (self.0.as_bytes(), offered.as_bytes());
@@ -31,7 +35,8 @@ impl std::fmt::Debug for Secret {
 impl std::str::FromStr for Secret {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim().len() < 16 {
+        // Empty means "not set" (docker-compose passes ${INFERENCE_API_TOKEN:-} through).
+        if !s.trim().is_empty() && s.trim().len() < 16 {
             return Err("the API token must be at least 16 characters".into());
         }
         Ok(Self(s.trim().to_string()))
@@ -140,5 +145,6 @@ mod tests {
             Err(ApiError::Unauthorized(_))
         ));
         assert!("short".parse::<Secret>().is_err());
+        assert!("".parse::<Secret>().unwrap().is_empty());
     }
 }

@@ -65,11 +65,12 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
         max_body_bytes: args.max_body_bytes,
     };
     let service_version = env!("CARGO_PKG_VERSION");
-    if args.protect_predict && args.api_token.is_none() {
+    let token = args.api_token.clone().filter(|t| !t.is_empty());
+    if args.protect_predict && token.is_none() {
         anyhow::bail!("--protect-predict needs an API token: set INFERENCE_API_TOKEN");
     }
     let access = Access {
-        token: args.api_token.clone(),
+        token,
         public: !args.bind.ip().is_loopback(),
         protect_predict: args.protect_predict,
     };
