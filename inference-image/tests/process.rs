@@ -291,3 +291,116 @@ fn card_subcommand_refuses_a_csv_of_the_wrong_width() {
     );
     assert!(!out.join("card").exists(), "nothing is written on refusal");
 }
+
+fn rows_in_state(port: u16) -> u64 {
+    let url = format!("http://127.0.0.1:{port}/v1/monitoring/summary?window=1h");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]))['data']['rows'])",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{out:?}"))
+}
+
+fn predict_rows(port: u16, n: usize) {
+    let row: Vec<String> = common::holdout().0[0]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let rows = vec![format!("[{}]", row.join(",")); n].join(",");
+    let body = format!("{{\"rows\": [{rows}]}}");
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn history_survives_hard_kills_losing_at_most_the_flush_interval() {
+    let state = tempdir("state-kill");
+    let state_env = state.to_string_lossy().into_owned();
+    let env = [
+        ("INFERENCE_STATE_DIR", state_env.as_str()),
+        ("INFERENCE_STATE_FLUSH_SECS", "1"),
+    ];
+    // What the next start must find: at least `floor` rows (flushed for sure), at most `ceiling` (sent).
+    let (mut floor, mut ceiling) = (0u64, 0u64);
+    // Kill -9 at different moments relative to the one-second flushes, including mid-write.
+    for (round, pause_ms) in [3000u64, 2630, 2770, 2510, 2990].into_iter().enumerate() {
+        let port = free_port();
+        let mut child = spawn_service(port, &env);
+        wait_ready(port);
+        let recovered = rows_in_state(port);
+        assert!(
+            (floor..=ceiling).contains(&recovered),
+            "round {round}: recovered {recovered} rows; expected {floor}..={ceiling}"
+        );
+        // Keep writing while the flusher runs, then kill without warning. Rows sent more than
+        // 2 s before the kill must have been flushed (1 s interval, 1 s of slack for a busy machine).
+        let (mut sent, mut safe) = (0u64, 0u64);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(pause_ms) {
+            predict_rows(port, 10);
+            sent += 10;
+            if started.elapsed() < Duration::from_millis(pause_ms.saturating_sub(2000)) {
+                safe = sent;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        (floor, ceiling) = (recovered + safe, recovered + sent);
+    }
+    let port = free_port();
+    let mut child = spawn_service(port, &env);
+    wait_ready(port);
+    let recovered = rows_in_state(port);
+    assert!(
+        (floor..=ceiling).contains(&recovered),
+        "{recovered} not in {floor}..={ceiling}"
+    );
+    sigterm(&child);
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_corrupt_state_file_is_set_aside_and_the_service_starts() {
+    let state = tempdir("state-corrupt");
+    std::fs::write(state.join("monitor.sqlite"), vec![0xA5u8; 8192]).unwrap();
+    let state_env = state.to_string_lossy().into_owned();
+    let port = free_port();
+    let mut child = spawn_service(port, &[("INFERENCE_STATE_DIR", state_env.as_str())]);
+    wait_ready(port);
+    assert_eq!(rows_in_state(port), 0);
+    sigterm(&child);
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("could not be used") && stderr.contains("started fresh"),
+        "{stderr}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.contains("set-aside")), "{names:?}");
+    assert!(names.iter().any(|n| n == "monitor.sqlite"), "{names:?}");
+}
