@@ -1,0 +1,105 @@
+"""Monitoring as an outside client sees it, against the release binary: ground-truth metrics agree with
+scikit-learn on the same labels and scores, and /metrics is valid Prometheus text that agrees with the
+summary."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import time
+import uuid
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+from support import net, project
+
+TOKEN = uuid.uuid4().hex  # per run; the service is started with it
+
+
+@pytest.fixture(scope="module")
+def service():
+    binary = project.release_binary()
+    assert binary.is_file(), f"{binary} is missing: build it with cargo build --release -p inference-image"
+    port = net.free_port()
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--model-dir", str(project.MODEL_DIR), "--bind", f"127.0.0.1:{port}"],
+        env={**project.env_sh(), "RUST_LOG": "warn", "INFERENCE_API_TOKEN": TOKEN},
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        net.wait_for_http(url + "/readyz", timeout=30)
+        yield url
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err.decode(errors="replace")
+        assert TOKEN.encode() not in err, "the API token appeared in the logs"
+
+
+def _auth():
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _holdout():
+    with open(project.MODEL_DIR / "holdout.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header, data = rows[0], rows[1:]
+    label_at = header.index("label")
+    features = [[float(v) for j, v in enumerate(r) if j != label_at] for r in data]
+    labels = [int(r[label_at]) for r in data]
+    return features, labels
+
+
+def _summary(url, wait_for_labels=None):
+    deadline = time.monotonic() + 10
+    while True:
+        r = net.http_request("GET", f"{url}/v1/monitoring/summary?window=10m", headers=_auth())
+        assert r.status == 200, r.body[:300]
+        s = r.json()
+        if wait_for_labels is None or s["model"]["ground_truth"]["labelled"] >= wait_for_labels:
+            return s
+        assert time.monotonic() < deadline, s["model"]["ground_truth"]
+        time.sleep(0.05)
+
+
+def test_ground_truth_metrics_match_sklearn(service):
+    features, labels = _holdout()
+    scores, threshold = [], None
+    feedback = []
+    for start in range(0, len(features), 50):
+        body = net.http_post_json(f"{service}/v1/predict", {"rows": features[start:start + 50]})
+        threshold = body["threshold"]
+        for r in body["results"]:
+            scores.append(r["reconstruction_error"])
+            feedback.append({"request_id": body["request_id"], "row": r["row"], "label": labels[start + r["row"]]})
+    r = net.http_request("POST", f"{service}/v1/feedback", json_body={"feedback": feedback}, headers=_auth())
+    assert r.status == 200 and r.json() == {"accepted": len(features)}, r.body[:300]
+
+    gt = _summary(service, wait_for_labels=len(features))["model"]["ground_truth"]
+    predicted = [int(s > threshold) for s in scores]
+    assert gt["precision"] == pytest.approx(precision_score(labels, predicted), abs=1e-12)
+    assert gt["recall"] == pytest.approx(recall_score(labels, predicted), abs=1e-12)
+    assert gt["f1"] == pytest.approx(f1_score(labels, predicted), abs=1e-12)
+    assert gt["roc_auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert gt["true_positives"] + gt["false_negatives"] == sum(labels)
+
+
+def test_metrics_are_valid_prometheus_text_and_agree_with_the_summary(service):
+    features, _ = _holdout()
+    net.http_post_json(f"{service}/v1/predict", {"rows": features[:10]})
+    assert net.http_request("GET", f"{service}/metrics").status == 401
+    r = net.http_request("GET", f"{service}/metrics", headers=_auth())
+    assert r.status == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(r.body.decode())}
+    assert all(name.startswith("mlops_") for name in families)
+    rows = {s.name: s.value for s in families["mlops_predict_rows"].samples}["mlops_predict_rows_total"]
+    summary = _summary(service)
+    assert rows == summary["model"]["rows"]
+    duration = families["mlops_http_request_duration_seconds"]
+    assert duration.type == "histogram"
+    buckets = [s for s in duration.samples if s.name.endswith("_bucket") and s.labels["route"] == "/v1/predict"]
+    counts = [s.value for s in buckets]
+    assert counts == sorted(counts), "histogram buckets must be cumulative"
+    assert buckets[-1].labels["le"] == "+Inf"
