@@ -79,9 +79,15 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_token: Option<Secret>,
+    /// Record monitoring data (turn off only to measure what monitoring costs).
+    #[arg(long, env = "INFERENCE_MONITORING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub monitoring: bool,
     /// Require the token for predictions too.
     #[arg(long, env = "INFERENCE_PROTECT_PREDICT", default_value_t = false)]
     pub protect_predict: bool,
+    // Publishing the key monitoring series to CloudWatch (off unless a namespace is set).
+    #[command(flatten)]
+    pub cloudwatch: crate::monitor::cloudwatch::CloudWatchArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -102,7 +102,7 @@ pub fn openapi_document(card: &ModelCard, limits: &Limits, service_version: &str
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.limits.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/model", get(model))
@@ -114,9 +114,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit));
+    let router = if state.monitor.enabled {
+        router.layer(middleware::from_fn_with_state(Arc::clone(&state), track))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 /// Counts every request for the system layer: route, status class, latency, requests in flight.

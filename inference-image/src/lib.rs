@@ -78,10 +78,11 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
         tracing::warn!(bind = %args.bind, "no API token: monitoring and feedback answer 403 to every caller until INFERENCE_API_TOKEN is set");
     }
     let card = Arc::new(card);
-    let monitor = Monitor::new(Arc::clone(&card), args.state_dir.clone());
+    let monitor = Monitor::with_switch(Arc::clone(&card), args.state_dir.clone(), args.monitoring);
     monitor.load_state()?;
     monitor.start();
     monitor.start_flushing(Duration::from_secs(args.state_flush_secs.max(1)));
+    monitor::cloudwatch::start(&args.cloudwatch, &monitor).await?;
     Ok(Arc::new(AppState {
         engine,
         openapi: http::openapi_document(&card, &limits, service_version),

@@ -4,6 +4,7 @@
 
 pub mod bins;
 pub mod bucket;
+pub mod cloudwatch;
 pub mod drift;
 pub mod feedback;
 pub mod persist;
@@ -117,6 +118,8 @@ pub struct Monitor {
     dropped: AtomicU64,
     pub state_dir: Option<PathBuf>,
     store: Mutex<Option<persist::Store>>,
+    /// Off only for measuring what monitoring costs (`--monitoring false`).
+    pub enabled: bool,
 }
 
 pub fn now_secs() -> i64 {
@@ -127,6 +130,15 @@ pub fn now_secs() -> i64 {
 
 impl Monitor {
     pub fn new(card: Arc<ModelCard>, state_dir: Option<PathBuf>) -> Arc<Self> {
+        Self::with_switch(card, state_dir, true)
+    }
+
+    /// `enabled = false` records nothing (the endpoints answer with empty windows).
+    pub fn with_switch(
+        card: Arc<ModelCard>,
+        state_dir: Option<PathBuf>,
+        enabled: bool,
+    ) -> Arc<Self> {
         let layout = Layout::new(&card);
         let totals = layout.empty_bucket(now_secs() / 60);
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -145,6 +157,7 @@ impl Monitor {
             dropped: AtomicU64::new(0),
             state_dir,
             store: Mutex::new(None),
+            enabled,
         })
     }
 
@@ -246,6 +259,9 @@ impl Monitor {
 
     /// Queues an event for the recorder; never waits.
     pub fn record(&self, event: Event) {
+        if !self.enabled {
+            return;
+        }
         if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -267,6 +283,9 @@ impl Monitor {
 
     /// Remembers a prediction for later feedback.
     pub fn remember(&self, id: Uuid, errors: &[f64]) {
+        if !self.enabled {
+            return;
+        }
         let minute = now_secs() / 60;
         self.registry
             .lock()
@@ -397,6 +416,23 @@ impl Monitor {
             n += 1;
         }
         (out, n)
+    }
+
+    /// Runs `f` over the buckets in [from, to], oldest first, without copying them (the history is
+    /// locked meanwhile, so `f` must be quick).
+    pub fn read_range<R>(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+        f: impl FnOnce(&[&Bucket]) -> R,
+    ) -> R {
+        let history = self.history.lock().expect("not poisoned");
+        let in_range: Vec<&Bucket> = history
+            .buckets
+            .iter()
+            .filter(|b| b.minute >= from_minute && b.minute <= to_minute)
+            .collect();
+        f(&in_range)
     }
 
     /// Copies of the buckets in [from, to], oldest first (for time series).

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use super::bins;
 use super::bucket::Bucket;
 use super::summary::{feature_drift, ground_truth, score_drift, PREDICT_ROUTE};
+use super::system::SystemSample;
 use super::Monitor;
 
 /// Longest series served, in points.
@@ -93,7 +94,7 @@ fn value(
     monitor: &Monitor,
     metric: Metric,
     b: &Bucket,
-    prev: Option<&Bucket>,
+    prev: Option<&SystemSample>,
     step: i64,
 ) -> Option<f64> {
     let layout = &monitor.layout;
@@ -109,7 +110,7 @@ fn value(
         bins::quantile(&layout.score_bins, &counts, q)
     };
     let rate_of = |f: fn(&super::system::SystemSample) -> u64| {
-        let (now, before) = (b.system.as_ref()?, prev?.system.as_ref()?);
+        let (now, before) = (b.system.as_ref()?, prev?);
         let dt = (now.at - before.at).max(1) as f64;
         Some(f(now).saturating_sub(f(before)) as f64 / dt)
     };
@@ -179,26 +180,38 @@ pub fn series(
         .min(super::RETENTION_MINUTES * 60)
         .max(((to - from) / MAX_POINTS + 59) / 60 * 60);
     let (first, last) = (from / 60, to / 60);
-    let buckets = monitor.buckets(first, last);
     let per = step / 60;
-    let mut points = Vec::new();
-    let mut prev: Option<Bucket> = None;
-    let mut start = first;
-    while start <= last && from < to {
-        let end = (start + per - 1).min(last);
-        let mut merged = monitor.layout.empty_bucket(end);
-        for b in buckets
-            .iter()
-            .filter(|b| b.minute >= start && b.minute <= end)
-        {
-            merged.merge(b);
+    let empty = monitor.layout.empty_bucket(last);
+    let points = monitor.read_range(first, last, |buckets| {
+        let mut points = Vec::new();
+        let mut prev: Option<SystemSample> = None;
+        let mut next = 0;
+        let mut start = first;
+        while start <= last && from < to {
+            let end = (start + per - 1).min(last);
+            let begin = next;
+            while next < buckets.len() && buckets[next].minute <= end {
+                next += 1;
+            }
+            let merged;
+            let window: &Bucket = match &buckets[begin..next] {
+                [] => &empty,
+                [one] => one,
+                [head, rest @ ..] => {
+                    let mut m = (*head).clone();
+                    rest.iter().for_each(|b| m.merge(b));
+                    merged = m;
+                    &merged
+                }
+            };
+            let v = value(monitor, m, window, prev.as_ref(), step).filter(|v| v.is_finite());
+            points.push(json!({"t": start * 60, "value": v}));
+            if let Some(s) = &window.system {
+                prev = Some(s.clone());
+            }
+            start += per;
         }
-        let v = value(monitor, m, &merged, prev.as_ref(), step).filter(|v| v.is_finite());
-        points.push(json!({"t": start * 60, "value": v}));
-        if merged.system.is_some() {
-            prev = Some(merged);
-        }
-        start += per;
-    }
+        points
+    });
     Ok(json!({"metric": metric, "from": from, "to": to, "step": step, "points": points}))
 }

@@ -41,6 +41,8 @@ pub fn serve_args() -> ServeArgs {
         state_flush_secs: 30,
         api_token: None,
         protect_predict: false,
+        cloudwatch: Default::default(),
+        monitoring: true,
     }
 }
 

@@ -1,0 +1,88 @@
+//! What reading the monitoring history costs: the 24-hour summary (merge 1,440 minute buckets and
+//! compute every layer, drift included) and a 24-hour series, on a history full of traffic.
+//!
+//! cargo bench -p inference-image --bench monitoring
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use inference::card::ModelCard;
+use inference::monitor::bucket::Labelled;
+use inference::monitor::{now_secs, series, summary, Event, Monitor};
+
+fn full_day() -> Arc<Monitor> {
+    let dir = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/model/wbc-autoencoder"
+    ));
+    let card = Arc::new(ModelCard::load(dir).expect("bundled card"));
+    let rows =
+        inference::card_builder::read_csv(&dir.join("calibration.csv")).expect("calibration rows");
+    let monitor = Monitor::new(Arc::clone(&card), None);
+    let now = now_secs();
+    let mut events = Vec::new();
+    for minute in 0..1440 {
+        let at = now - minute * 60;
+        // 64 rows and 10 requests a minute, a little feedback: every bucket has every kind of data.
+        let flat: Vec<f32> = rows
+            .rows
+            .iter()
+            .cycle()
+            .skip(minute as usize % 50)
+            .take(64)
+            .flatten()
+            .map(|&v| v as f32)
+            .collect();
+        let errors: Vec<f64> = (0..64).map(|i| 0.05 + 0.01 * f64::from(i % 20)).collect();
+        events.push(Event::Scored {
+            at,
+            rows: flat,
+            errors,
+        });
+        for i in 0..10 {
+            events.push(Event::Request {
+                at,
+                route: "/v1/predict",
+                status: 200,
+                seconds: 0.0002 * f64::from(i + 1),
+                in_flight: 1,
+            });
+        }
+        events.push(Event::Labels {
+            at,
+            items: (0..8)
+                .map(|i| Labelled {
+                    error: 0.05 * f64::from(i),
+                    label: i % 3 == 0,
+                })
+                .collect(),
+        });
+    }
+    monitor.apply(events.into_iter());
+    monitor
+}
+
+fn bench(c: &mut Criterion) {
+    let monitor = full_day();
+    let to = now_secs();
+    let last = to / 60;
+    c.bench_function("summary/24h", |b| {
+        b.iter(|| {
+            let (merged, minutes) = monitor.merged(last - 1439, last);
+            black_box(summary::summarize(&monitor, &merged, minutes, 86_400, to))
+        })
+    });
+    c.bench_function("series/24h_latency_p99", |b| {
+        b.iter(|| black_box(series::series(&monitor, "latency_p99", to - 86_400, to, 60).unwrap()))
+    });
+    c.bench_function("series/24h_psi_feature", |b| {
+        b.iter(|| {
+            black_box(series::series(&monitor, "psi:mean_radius", to - 86_400, to, 60).unwrap())
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
