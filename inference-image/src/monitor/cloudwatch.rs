@@ -39,7 +39,8 @@
 //!
 //! Credentials come from the standard AWS chain (environment, shared profile, SSO, web identity,
 //! ECS, IMDS on EC2) and are never logged. Errors are logged with `tracing` as one sentence with
-//! the service's error code and message (via `DisplayErrorContext`).
+//! the HTTP status, CloudWatch's error code and message, or the chain of causes of a transport
+//! error (what `DisplayErrorContext` shows, without its dump of the raw response).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ use aws_sdk_cloudwatch::config::http::HttpResponse;
 use aws_sdk_cloudwatch::config::retry::RetryConfig;
 use aws_sdk_cloudwatch::config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_cloudwatch::Client;
@@ -172,6 +173,44 @@ fn retryable<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
         SdkError::ServiceError(s) => retryable_response(s.raw().status().as_u16(), s.err().code()),
         _ => false,
     }
+}
+
+/// One readable sentence for a failed call: the HTTP status, error code and message CloudWatch
+/// answered with, or the chain of causes of a transport failure (never the request, so never a
+/// signature or a key).
+fn describe<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(s) = e {
+        let status = s.raw().status().as_u16();
+        let code = s.err().code().unwrap_or("no error code");
+        let message = s.err().message().unwrap_or("no message");
+        return format!("CloudWatch answered HTTP {status} {code}: {message}");
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Minutes as UTC times, for logs.
+fn minute_times(minutes: &[i64]) -> Vec<String> {
+    minutes
+        .iter()
+        .map(|m| {
+            DateTime::from_secs(m * 60)
+                .fmt(aws_sdk_cloudwatch::primitives::DateTimeFormat::DateTime)
+                .unwrap_or_else(|_| m.to_string())
+        })
+        .collect()
 }
 
 /// Splits `groups` (the datums of one minute each, in order) into calls of at most `max_items`
@@ -501,17 +540,16 @@ impl Publisher {
                 Err(e) => {
                     tracing::warn!(
                         namespace = %self.namespace,
-                        minutes = ?minutes,
+                        minutes = ?minute_times(&minutes),
                         datums = n,
-                        error = %e,
-                        "could not publish monitoring metrics to CloudWatch; dropping these minutes"
+                        "could not publish monitoring metrics to CloudWatch ({e}); these minutes are dropped"
                     );
                     outcome.dropped_minutes.extend(minutes);
                 }
             }
         }
         outcome.dropped_minutes.dedup();
-        if !outcome.minutes.is_empty() {
+        if outcome.datums_sent > 0 {
             tracing::debug!(
                 minutes = outcome.minutes.len(),
                 datums = outcome.datums_sent,
@@ -540,7 +578,7 @@ impl Publisher {
                 Err(e) => e,
             };
             let again = retryable(&err);
-            let text = DisplayErrorContext(&err).to_string();
+            let text = describe(&err);
             if !again || attempt >= max {
                 return Err(format!(
                     "PutMetricData failed after {attempt} attempt(s){}: {text}",
