@@ -90,13 +90,20 @@ def test_metrics_are_valid_prometheus_text_and_agree_with_the_summary(service):
     features, _ = _holdout()
     net.http_post_json(f"{service}/v1/predict", {"rows": features[:10]})
     assert net.http_request("GET", f"{service}/metrics").status == 401
-    r = net.http_request("GET", f"{service}/metrics", headers=_auth())
-    assert r.status == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    families = {f.name: f for f in text_string_to_metric_families(r.body.decode())}
+    # The recorder drains its queue every 20 ms: read until /metrics and the summary settle.
+    deadline = time.monotonic() + 5
+    while True:
+        before = _summary(service)["model"]["rows"]
+        r = net.http_request("GET", f"{service}/metrics", headers=_auth())
+        assert r.status == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        families = {f.name: f for f in text_string_to_metric_families(r.body.decode())}
+        rows = {s.name: s.value for s in families["mlops_predict_rows"].samples}["mlops_predict_rows_total"]
+        after = _summary(service)["model"]["rows"]
+        if before == rows == after or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert all(name.startswith("mlops_") for name in families)
-    rows = {s.name: s.value for s in families["mlops_predict_rows"].samples}["mlops_predict_rows_total"]
-    summary = _summary(service)
-    assert rows == summary["model"]["rows"]
+    assert rows == after
     duration = families["mlops_http_request_duration_seconds"]
     assert duration.type == "histogram"
     buckets = [s for s in duration.samples if s.name.endswith("_bucket") and s.labels["route"] == "/v1/predict"]

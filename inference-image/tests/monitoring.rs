@@ -79,8 +79,21 @@ async fn normal_traffic_shows_no_drift() {
         "{}",
         s["model"]["score_drift"]
     );
+    // Each request is counted when its response is done, so poll for the last one.
+    let mut s = s;
+    for _ in 0..100 {
+        if s["system"]["routes"]["/v1/predict"]["requests"].as_u64()
+            == Some(rows.len().div_ceil(16) as u64)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s = server.get_json("/v1/monitoring/summary?window=5m").await.1;
+    }
     assert_eq!(
-        s["system"]["by_status"]["2xx"].as_u64().unwrap() as usize,
+        s["system"]["routes"]["/v1/predict"]["by_status"]["2xx"]
+            .as_u64()
+            .unwrap() as usize,
         rows.len().div_ceil(16)
     );
     let p50 = s["system"]["predict_latency_seconds"]["p50"]
@@ -269,15 +282,24 @@ async fn series_and_metrics_describe_the_same_traffic() {
         .await;
     assert_eq!(status, 400, "{e}");
 
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // A request is counted once its response is done: poll for the last predict's count.
+    let want = "mlops_http_requests_total{route=\"/v1/predict\",status=\"2xx\"} 2";
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(text.contains("mlops_predict_rows_total 32"), "{text}");
     assert!(
         text.contains("mlops_http_requests_total{route=\"/v1/predict\",status=\"2xx\"} 2"),

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use std::sync::mpsc;
 use uuid::Uuid;
 
 use crate::card::ModelCard;
@@ -31,6 +31,9 @@ use bucket::{Bucket, Labelled};
 pub const RETENTION_MINUTES: i64 = 25 * 60;
 /// Events waiting for the recorder; beyond this they are dropped and counted, never blocking a request.
 const QUEUE: usize = 65_536;
+/// How often the recorder drains the queue. It polls instead of being woken per event, so a request
+/// costs one lock-free push and no cross-thread wake-up; readers see events at most this late.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// How often the system layer is sampled.
 pub const SYSTEM_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
@@ -112,7 +115,7 @@ pub struct Monitor {
     /// Since this process started, for Prometheus counters.
     totals: Mutex<Bucket>,
     registry: Mutex<feedback::Registry>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::SyncSender<Event>,
     rx: Mutex<Option<mpsc::Receiver<Event>>>,
     in_flight: AtomicU64,
     dropped: AtomicU64,
@@ -141,7 +144,7 @@ impl Monitor {
     ) -> Arc<Self> {
         let layout = Layout::new(&card);
         let totals = layout.empty_bucket(now_secs() / 60);
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         Arc::new(Self {
             layout,
             card,
@@ -235,14 +238,19 @@ impl Monitor {
 
     /// Starts the recorder and the system sampler on the current tokio runtime.
     pub fn start(self: &Arc<Self>) {
-        let Some(mut rx) = self.rx.lock().expect("not poisoned").take() else {
+        let Some(rx) = self.rx.lock().expect("not poisoned").take() else {
             return;
         };
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                me.apply(batch.drain(..));
+            let mut tick = tokio::time::interval(DRAIN_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let mut events = rx.try_iter().take(QUEUE).peekable();
+                if events.peek().is_some() {
+                    me.apply(events);
+                }
             }
         });
         let me = Arc::clone(self);
