@@ -302,11 +302,13 @@ def test_monitoring_needs_the_token_and_survives_a_redeploy(deployment):
     assert net.http_request("GET", f"{url}/v1/monitoring/summary").status == 401
     auth = {"Authorization": f"Bearer {deployment.token}"}
     _, benign = _holdout()
+    before = _rows_seen(deployment, auth)
     _predict(deployment, benign)
+    # The recorder drains its queue every 20 ms: wait until it has these rows too.
     deadline = time.monotonic() + 10
-    while (seen := _rows_seen(deployment, auth)) < len(benign) and time.monotonic() < deadline:
+    while (seen := _rows_seen(deployment, auth)) < before + len(benign) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert seen >= len(benign), seen
+    assert seen == before + len(benign), (before, seen)
 
     docker.run(deployment.compose_cmd + ["down", "-t", "30"], env=deployment.env, timeout=180)
     docker.run(deployment.compose_cmd + ["up", "-d"], env=deployment.env, timeout=180)
