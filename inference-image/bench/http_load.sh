@@ -137,12 +137,13 @@ stop_server() {
     wait "$1" 2>/dev/null || true
 }
 
-sys_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+# user + nice + system + irq + softirq + steal (the hypervisor running other guests counts as other work)
+sys_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 TICKS=$(getconf CLK_TCK)
 
 # run_wrk pid port conns threads batch duration -> sets RPS P50 P99 ERRS OTHER (CPU % of all cores used
-# during the run by anything but the server and wrk: other tenants, which depress the numbers)
+# during the run by anything but the server and wrk, steal included: other tenants, which depress the numbers)
 run_wrk() {
     local pid=$1 port=$2 conns=$3 threads=$4 batch=$5 duration=$6 out s0 s1 p0 p1 w0 w1
     s0=$(sys_busy_ticks) p0=$(proc_ticks "$pid")
