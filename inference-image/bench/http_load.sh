@@ -10,7 +10,8 @@
 # INFERENCE_IMAGE (a docker image whose size to report), C32_THREADS (wrk threads at c32, default 2),
 # SERVICE_ARGS (extra flags for `inference serve`, e.g. "--monitoring false"; the default is the
 # service as shipped).
-# Every server listens on 127.0.0.1 only and is killed on exit. Takes ~3 minutes when built.
+# Every server listens on 127.0.0.1 only and is killed on exit. The load takes ~2.5 minutes (12 cells of
+# warm-up + measurement, plus start-ups), on top of the build (seconds when up to date).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
