@@ -4,7 +4,6 @@ summary."""
 from __future__ import annotations
 
 import csv
-import subprocess
 import time
 import uuid
 
@@ -13,29 +12,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from support import net, project
+from support.service import running
 
 TOKEN = uuid.uuid4().hex  # per run; the service is started with it
 
 
 @pytest.fixture(scope="module")
 def service():
-    binary = project.release_binary()
-    assert binary.is_file(), f"{binary} is missing: build it with cargo build --release -p inference-image"
-    port = net.free_port()
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--model-dir", str(project.MODEL_DIR), "--bind", f"127.0.0.1:{port}"],
-        env={**project.env_sh(), "RUST_LOG": "warn", "INFERENCE_API_TOKEN": TOKEN},
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        net.wait_for_http(url + "/readyz", timeout=30)
+    with running(env={"INFERENCE_API_TOKEN": TOKEN}) as (url, stderr):
         yield url
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err.decode(errors="replace")
-        assert TOKEN.encode() not in err, "the API token appeared in the logs"
+    assert TOKEN.encode() not in stderr[0], "the API token appeared in the logs"
 
 
 def _auth():

@@ -13,29 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from support import net, project
+from support.service import running
 
 
 @pytest.fixture(scope="module")
 def service_url():
-    binary = project.release_binary()
-    assert binary.is_file(), f"{binary} is missing: build it with cargo build --release -p inference-image"
-    port = net.free_port()
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--model-dir", str(project.MODEL_DIR), "--bind", f"127.0.0.1:{port}",
-         "--max-batch-rows", "16"],
-        env={**project.env_sh(), "RUST_LOG": "warn"},
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        net.wait_for_http(url + "/readyz", timeout=30)
+    with running("--max-batch-rows", "16") as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err.decode(errors="replace")
-        assert b"panicked" not in err, err.decode(errors="replace")
 
 
 def test_every_answer_matches_the_document(service_url, tmp_path):
