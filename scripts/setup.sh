@@ -5,9 +5,14 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 APT_PACKAGES=(
-  wrk            # HTTP load generator for the benchmarks
-  debootstrap    # builds the local base image (this Docker engine cannot pull)
-  procps         # ps/pgrep for the RSS measurements and process checks
+  wrk             # HTTP load generator for the benchmarks
+  debootstrap     # builds the local base image (this Docker engine cannot pull)
+  procps          # ps/pgrep for the RSS measurements and process checks
+  openssh-server  # sshd: the private SSH server standing in for the EC2 host in console-core's tests
+  openssh-client  # ssh, ssh-keygen: host and client keys, fingerprints, the stand-in smoke test
+  docker-registry # a local registry with htpasswd auth, standing in for GHCR
+  apache2-utils   # htpasswd, to create the registry's bcrypt password file
+  shellcheck      # actionlint checks run: blocks with it; a test checks the deploy script
 )
 
 missing=()

@@ -1,0 +1,956 @@
+//! The deploy engine: runs the steps of [`crate::steps`] on a target through an executor, records
+//! everything in [`History`], gates each new version on `/readyz` and returns to the last healthy
+//! version by itself when that fails. Rollback is one call and reuses the image already on the host.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::command::Command;
+use crate::exec::{capture, ExecError, Executor, LocalExecutor, Stream};
+use crate::health;
+use crate::history::{Deployment, History, HistoryError, Trigger};
+use crate::secret::{redact, Secret};
+use crate::ssh::SshExecutor;
+use crate::steps;
+use crate::target::{validate_tag, Host, Target};
+use crate::workflow::WorkflowRunner;
+
+/// Step output kept in the history: the last this many bytes.
+const OUTPUT_KEEP: usize = 32 * 1024;
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    DeploymentStarted {
+        id: i64,
+        target: String,
+        tag: String,
+        trigger: Trigger,
+    },
+    StepStarted {
+        id: i64,
+        seq: i64,
+        name: String,
+        command: String,
+    },
+    Output {
+        id: i64,
+        seq: i64,
+        stderr: bool,
+        text: String,
+    },
+    StepFinished {
+        id: i64,
+        seq: i64,
+        ok: bool,
+        exit_code: Option<i32>,
+        seconds: f64,
+    },
+    DeploymentFinished {
+        id: i64,
+        status: String,
+        health: String,
+        error: Option<String>,
+    },
+}
+
+pub type Progress = Arc<dyn Fn(&Event) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request was refused before anything ran (nothing recorded as a deployment).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+pub struct Engine {
+    history: Arc<History>,
+    console_id: String,
+    progress: Option<Progress>,
+    active: Mutex<HashSet<String>>,
+}
+
+/// Releases the in-process claim on a target.
+struct Claim<'a> {
+    engine: &'a Engine,
+    target: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.engine.active.lock().unwrap().remove(&self.target);
+    }
+}
+
+/// Why a run stopped early.
+enum Stop {
+    /// A step failed; the message says which and why.
+    Failed(String),
+    /// The connection dropped: nothing more can run on the host now.
+    Lost(String),
+    History(HistoryError),
+}
+
+impl From<HistoryError> for Stop {
+    fn from(e: HistoryError) -> Self {
+        Stop::History(e)
+    }
+}
+
+/// One deployment in progress: its record id, the target and the executor reaching it.
+struct Run<'a> {
+    engine: &'a Engine,
+    target: &'a Target,
+    id: i64,
+    secrets: Vec<Secret>,
+    /// This run holds the host's deploy lock.
+    locked: AtomicBool,
+}
+
+impl Engine {
+    /// An engine over `history`. Deployments a dead console left `running` are marked failed.
+    pub fn new(history: Arc<History>) -> Result<Engine, EngineError> {
+        let console_id = history.meta_or_init("console_id", random_id)?;
+        for _ in 0..history.fail_abandoned()? {}
+        Ok(Engine {
+            history,
+            console_id,
+            progress: None,
+            active: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn with_progress(mut self, p: Progress) -> Self {
+        self.progress = Some(p);
+        self
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn console_id(&self) -> &str {
+        &self.console_id
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(p) = &self.progress {
+            p(&e);
+        }
+    }
+
+    fn claim(&self, target: &str) -> Result<Claim<'_>, EngineError> {
+        if !self.active.lock().unwrap().insert(target.to_string()) {
+            let running = self.history.deployments(target, 1)?.into_iter().next();
+            let what = running
+                .map(|d| format!(" (deployment #{}, {})", d.id, d.tag))
+                .unwrap_or_default();
+            return Err(EngineError::Refused(format!(
+                "a deployment is already running on target `{target}`{what}; wait for it to finish"
+            )));
+        }
+        Ok(Claim {
+            engine: self,
+            target: target.to_string(),
+        })
+    }
+
+    fn begin<'a>(
+        &'a self,
+        target: &'a Target,
+        tag: &str,
+        trigger: Trigger,
+        rollback_of: Option<i64>,
+    ) -> Result<Run<'a>, EngineError> {
+        let id = self
+            .history
+            .begin(&target.name, &target.image, tag, trigger, rollback_of)?;
+        self.emit(Event::DeploymentStarted {
+            id,
+            target: target.name.clone(),
+            tag: tag.into(),
+            trigger,
+        });
+        let secrets = target.secrets().into_iter().cloned().collect();
+        Ok(Run {
+            engine: self,
+            target,
+            id,
+            secrets,
+            locked: AtomicBool::new(false),
+        })
+    }
+
+    /// Deploys `tag` directly: lock, login, pull, switch, health gate, prune, unlock. A version
+    /// that does not become ready is replaced by the last healthy one (a second, `auto-rollback`
+    /// record). Returns the deployment's final record (which may say `failed`).
+    pub async fn deploy(&self, target: &Target, tag: &str) -> Result<Deployment, EngineError> {
+        validate_tag(tag).map_err(EngineError::Refused)?;
+        let _claim = self.claim(&target.name)?;
+        let previous = self.history.serving(&target.name)?;
+        let run = self.begin(target, tag, Trigger::Direct, None)?;
+        self.audit(
+            target,
+            Some(run.id),
+            &format!(
+                "deploy {tag} directly on {} requested",
+                describe_host(target)
+            ),
+        );
+        let exec = match run.connect().await {
+            Ok(e) => e,
+            Err(stop) => return run.end(stop, None).await,
+        };
+        let result = run.deploy_on(&*exec, tag, previous.as_ref()).await;
+        let record = run.end_with(result, &*exec, previous).await;
+        record
+    }
+
+    /// Deploys `tag` through the GitHub workflow, then gates it from here over SSH like a direct
+    /// deploy (and returns to the last healthy version if it is not ready).
+    pub async fn deploy_via_workflow(
+        &self,
+        target: &Target,
+        tag: &str,
+        runner: &dyn WorkflowRunner,
+    ) -> Result<Deployment, EngineError> {
+        validate_tag(tag).map_err(EngineError::Refused)?;
+        let _claim = self.claim(&target.name)?;
+        let previous = self.history.serving(&target.name)?;
+        let run = self.begin(target, tag, Trigger::Github, None)?;
+        self.audit(
+            target,
+            Some(run.id),
+            &format!("deploy {tag} through {} requested", runner.describe()),
+        );
+        let wf = run.through_workflow(runner, tag).await;
+        let exec = match run.connect().await {
+            Ok(e) => e,
+            Err(stop) => return run.end(stop, None).await,
+        };
+        let result = match wf {
+            Err(stop) => Outcome::Untouched(stop),
+            Ok(ok) => run.after_workflow(&*exec, tag, ok, previous.as_ref()).await,
+        };
+        run.end_with(result, &*exec, previous).await
+    }
+
+    /// Rolls `target` back to deployment `to` (which must have been healthy) or, when None, to the
+    /// newest healthy version other than the one serving. Uses the image on the host; no pull.
+    pub async fn rollback(
+        &self,
+        target: &Target,
+        to: Option<i64>,
+    ) -> Result<Deployment, EngineError> {
+        let _claim = self.claim(&target.name)?;
+        let serving = self.history.serving(&target.name)?;
+        let pick = match to {
+            Some(id) => {
+                let d = self
+                    .history
+                    .deployment(id)?
+                    .filter(|d| d.target == target.name)
+                    .ok_or_else(|| {
+                        EngineError::Refused(format!(
+                            "deployment #{id} is not in the history of target `{}`",
+                            target.name
+                        ))
+                    })?;
+                if d.health != "ready" {
+                    return Err(EngineError::Refused(format!(
+                        "deployment #{id} ({}) never passed its health gate; roll back only to a healthy version",
+                        d.tag
+                    )));
+                }
+                d
+            }
+            None => {
+                let current = serving.as_ref().map(|s| s.tag.clone());
+                self.history
+                    .healthy_versions(&target.name)?
+                    .into_iter()
+                    .find(|d| Some(&d.tag) != current.as_ref())
+                    .ok_or_else(|| {
+                        EngineError::Refused(format!(
+                            "target `{}` has no earlier healthy version to roll back to",
+                            target.name
+                        ))
+                    })?
+            }
+        };
+        let run = self.begin(
+            target,
+            &pick.tag,
+            Trigger::Rollback,
+            serving.as_ref().map(|s| s.id),
+        )?;
+        self.audit(
+            target,
+            Some(run.id),
+            &format!(
+                "rollback to {} (deployment #{}) requested",
+                pick.tag, pick.id
+            ),
+        );
+        let exec = match run.connect().await {
+            Ok(e) => e,
+            Err(stop) => return run.end(stop, None).await,
+        };
+        let result = run.rollback_on(&*exec, &pick.tag).await;
+        run.end_with(result, &*exec, serving).await
+    }
+
+    fn audit(&self, target: &Target, id: Option<i64>, msg: &str) {
+        let line = match id {
+            Some(id) => format!("#{id}: {msg}"),
+            None => msg.to_string(),
+        };
+        tracing::info!(target = %target.name, "{line}");
+        if let Err(e) = self.history.audit(&target.name, id, &line) {
+            tracing::warn!("could not append to the audit log: {e}");
+        }
+    }
+}
+
+impl Run<'_> {
+    fn secrets(&self) -> Vec<&Secret> {
+        self.secrets.iter().collect()
+    }
+
+    fn audit(&self, msg: &str) {
+        self.engine.audit(self.target, Some(self.id), msg);
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Executor>, Stop> {
+        match &self.target.host {
+            Host::Local => Ok(Box::new(LocalExecutor)),
+            Host::Ssh(t) => {
+                let seq = self.engine.history.step_started(
+                    self.id,
+                    "connect",
+                    &format!("ssh {}", t.label()),
+                )?;
+                let start = Instant::now();
+                self.engine.emit(Event::StepStarted {
+                    id: self.id,
+                    seq,
+                    name: "connect".into(),
+                    command: format!("ssh {}", t.label()),
+                });
+                let r = SshExecutor::connect(t).await;
+                let msg = match &r {
+                    Ok(_) => format!("connected, host key {}", t.host_fingerprint),
+                    Err(e) => e.to_string(),
+                };
+                self.engine
+                    .history
+                    .step_finished(self.id, seq, r.is_ok(), None, &msg)?;
+                self.engine.emit(Event::StepFinished {
+                    id: self.id,
+                    seq,
+                    ok: r.is_ok(),
+                    exit_code: None,
+                    seconds: start.elapsed().as_secs_f64(),
+                });
+                match r {
+                    Ok(e) => Ok(Box::new(e)),
+                    Err(e) => Err(Stop::Failed(format!("could not connect: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// Runs one command as a recorded step. Ok(exit status, stdout); a lost connection is `Stop::Lost`.
+    async fn step(
+        &self,
+        exec: &dyn Executor,
+        name: &str,
+        cmd: &Command,
+    ) -> Result<(i32, String), Stop> {
+        let shown = cmd.to_string();
+        let seq = self.engine.history.step_started(self.id, name, &shown)?;
+        self.engine.emit(Event::StepStarted {
+            id: self.id,
+            seq,
+            name: name.into(),
+            command: shown,
+        });
+        let start = Instant::now();
+        let mut all = String::new();
+        let mut stdout = String::new();
+        let secrets = self.secrets();
+        let r = exec
+            .run(cmd, self.target.step_timeout, &mut |s, text| {
+                let text = redact(text, &secrets);
+                if s == Stream::Stdout {
+                    stdout.push_str(&text);
+                }
+                all.push_str(&text);
+                self.engine.emit(Event::Output {
+                    id: self.id,
+                    seq,
+                    stderr: s == Stream::Stderr,
+                    text,
+                });
+            })
+            .await;
+        let kept = tail(&all, OUTPUT_KEEP);
+        let seconds = start.elapsed().as_secs_f64();
+        match r {
+            Ok(code) => {
+                self.engine
+                    .history
+                    .step_finished(self.id, seq, code == 0, Some(code), &kept)?;
+                self.engine.emit(Event::StepFinished {
+                    id: self.id,
+                    seq,
+                    ok: code == 0,
+                    exit_code: Some(code),
+                    seconds,
+                });
+                Ok((code, stdout))
+            }
+            Err(e) => {
+                let msg = format!("{kept}{}{e}", if kept.is_empty() { "" } else { "\n" });
+                self.engine
+                    .history
+                    .step_finished(self.id, seq, false, None, &msg)?;
+                self.engine.emit(Event::StepFinished {
+                    id: self.id,
+                    seq,
+                    ok: false,
+                    exit_code: None,
+                    seconds,
+                });
+                Err(match e {
+                    ExecError::Disconnected { .. } => Stop::Lost(format!("step `{name}`: {e}")),
+                    other => Stop::Failed(format!("step `{name}`: {other}")),
+                })
+            }
+        }
+    }
+
+    /// A step that must exit 0.
+    async fn must(&self, exec: &dyn Executor, name: &str, cmd: &Command) -> Result<String, Stop> {
+        let (code, out) = self.step(exec, name, cmd).await?;
+        if code != 0 {
+            return Err(Stop::Failed(format!(
+                "step `{name}` failed (exit status {code})"
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn take_lock(&self, exec: &dyn Executor) -> Result<(), Stop> {
+        let owner = format!("console {} deployment {}", self.engine.console_id, self.id);
+        let (code, out) = self
+            .step(exec, "lock", &steps::lock(self.target, &owner))
+            .await?;
+        match code {
+            0 => {
+                self.locked.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            steps::LOCK_HELD => {}
+            c => {
+                return Err(Stop::Failed(format!(
+                    "step `lock` failed (exit status {c})"
+                )))
+            }
+        }
+        // Held: break it only if this console left it behind (its deployment is no longer running).
+        let holder = out.trim().trim_start_matches("held by: ").to_string();
+        let mut words = holder.split_whitespace();
+        let stale = match (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next().and_then(|d| d.parse::<i64>().ok()),
+        ) {
+            (Some("console"), Some(c), Some("deployment"), Some(d))
+                if c == self.engine.console_id =>
+            {
+                self.engine
+                    .history
+                    .deployment(d)?
+                    .is_some_and(|d| d.status != "running")
+            }
+            _ => false,
+        };
+        if !stale {
+            return Err(Stop::Failed(format!(
+                "another deployment holds the host's deploy lock ({holder}); wait for it, or remove {} on the host if it is gone",
+                steps::lock_dir(self.target)
+            )));
+        }
+        self.audit(&format!("breaking a stale deploy lock left by {holder}"));
+        self.must(exec, "break stale lock", &steps::break_lock(self.target))
+            .await?;
+        self.must(exec, "lock", &steps::lock(self.target, &owner))
+            .await?;
+        self.locked.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn record_digest(&self, exec: &dyn Executor, tag: &str) -> Result<(), Stop> {
+        let (code, out) = self
+            .step(
+                exec,
+                "image digest",
+                &steps::inspect_digest(self.target, tag),
+            )
+            .await?;
+        if code != 0 {
+            return Err(Stop::Failed(format!(
+                "image {} is not on the host",
+                steps::image_ref(self.target, tag)
+            )));
+        }
+        if let Some(d) = out
+            .split_whitespace()
+            .find_map(|r| r.split_once('@').map(|(_, d)| d.to_string()))
+        {
+            self.engine.history.set_digest(self.id, &d)?;
+        }
+        Ok(())
+    }
+
+    /// .env → down → up -d → health gate. Err means the host is no longer serving the old version.
+    async fn switch_to(&self, exec: &dyn Executor, tag: &str) -> Result<f64, Stop> {
+        self.must(
+            exec,
+            "compose file",
+            &steps::upload_compose_file(self.target),
+        )
+        .await?;
+        self.must(exec, "set image tag", &steps::write_env(self.target, tag))
+            .await?;
+        self.must(exec, "compose down", &steps::down(self.target))
+            .await?;
+        self.must(exec, "compose up", &steps::up(self.target))
+            .await?;
+        self.gate(exec, tag).await
+    }
+
+    async fn gate(&self, exec: &dyn Executor, tag: &str) -> Result<f64, Stop> {
+        let what = format!(
+            "GET /readyz and /v1/model on 127.0.0.1:{} until it serves {tag}",
+            self.target.port
+        );
+        let seq = self
+            .engine
+            .history
+            .step_started(self.id, "health gate", &what)?;
+        self.engine.emit(Event::StepStarted {
+            id: self.id,
+            seq,
+            name: "health gate".into(),
+            command: what,
+        });
+        let start = Instant::now();
+        let r = health::wait_ready(exec, self.target.port, tag, self.target.ready_timeout).await;
+        let seconds = start.elapsed().as_secs_f64();
+        let msg = match &r {
+            Ok(s) => format!("ready after {s:.1} s"),
+            Err(e) => e.clone(),
+        };
+        self.engine
+            .history
+            .step_finished(self.id, seq, r.is_ok(), None, &msg)?;
+        self.engine.emit(Event::StepFinished {
+            id: self.id,
+            seq,
+            ok: r.is_ok(),
+            exit_code: None,
+            seconds,
+        });
+        match r {
+            Ok(s) => {
+                self.engine.history.set_health(self.id, "ready")?;
+                Ok(s)
+            }
+            Err(e) => {
+                self.engine.history.set_health(self.id, "unready")?;
+                Err(Stop::Failed(format!("{tag} failed its health gate: {e}")))
+            }
+        }
+    }
+
+    async fn deploy_on(
+        &self,
+        exec: &dyn Executor,
+        tag: &str,
+        _previous: Option<&Deployment>,
+    ) -> Outcome {
+        if let Err(s) = self.take_lock(exec).await {
+            return Outcome::Untouched(s);
+        }
+        let before = async {
+            if let Some(r) = &self.target.registry {
+                self.must(exec, "registry login", &steps::login(r)).await?;
+                self.must(exec, "pull", &steps::pull(self.target, tag))
+                    .await?;
+            }
+            self.record_digest(exec, tag).await
+        };
+        if let Err(s) = before.await {
+            return Outcome::Untouched(s);
+        }
+        match self.switch_to(exec, tag).await {
+            Ok(secs) => Outcome::Ready(secs),
+            Err(s) => Outcome::Broken(s),
+        }
+    }
+
+    async fn rollback_on(&self, exec: &dyn Executor, tag: &str) -> Outcome {
+        if let Err(s) = self.take_lock(exec).await {
+            return Outcome::Untouched(s);
+        }
+        if let Err(s) = self.record_digest(exec, tag).await {
+            let s = match s {
+                Stop::Failed(m) => {
+                    Stop::Failed(format!("{m} (pruned?); deploy it instead, which pulls it"))
+                }
+                other => other,
+            };
+            return Outcome::Untouched(s);
+        }
+        match self.switch_to(exec, tag).await {
+            Ok(secs) => Outcome::Ready(secs),
+            Err(s) => Outcome::Broken(s),
+        }
+    }
+
+    async fn through_workflow(&self, runner: &dyn WorkflowRunner, tag: &str) -> Result<bool, Stop> {
+        let seq = self.engine.history.step_started(
+            self.id,
+            "dispatch workflow",
+            &format!("{} tag={tag}", runner.describe()),
+        )?;
+        let start = Instant::now();
+        let run_id = runner.dispatch(tag).await;
+        let msg = match &run_id {
+            Ok(id) => format!("run {id}"),
+            Err(e) => e.clone(),
+        };
+        self.engine
+            .history
+            .step_finished(self.id, seq, run_id.is_ok(), None, &msg)?;
+        self.engine.emit(Event::StepFinished {
+            id: self.id,
+            seq,
+            ok: run_id.is_ok(),
+            exit_code: None,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        let run_id =
+            run_id.map_err(|e| Stop::Failed(format!("could not start the workflow: {e}")))?;
+        self.engine.history.set_github_run(self.id, run_id)?;
+        let seq =
+            self.engine
+                .history
+                .step_started(self.id, "workflow run", &format!("run {run_id}"))?;
+        let mut log = String::new();
+        let secrets = self.secrets();
+        let r = runner
+            .wait(run_id, &mut |s, t| {
+                let t = redact(t, &secrets);
+                log.push_str(&t);
+                self.engine.emit(Event::Output {
+                    id: self.id,
+                    seq,
+                    stderr: s == Stream::Stderr,
+                    text: t,
+                });
+            })
+            .await;
+        let ok = matches!(&r, Ok(c) if c.success);
+        let detail = match &r {
+            Ok(c) => format!("concluded: {}", c.detail),
+            Err(e) => e.clone(),
+        };
+        self.engine.history.step_finished(
+            self.id,
+            seq,
+            ok,
+            None,
+            &format!("{}\n{detail}", tail(&log, OUTPUT_KEEP)),
+        )?;
+        self.engine.emit(Event::StepFinished {
+            id: self.id,
+            seq,
+            ok,
+            exit_code: None,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        self.audit(&format!("workflow run {run_id} {detail}"));
+        Ok(ok)
+    }
+
+    async fn after_workflow(
+        &self,
+        exec: &dyn Executor,
+        tag: &str,
+        workflow_ok: bool,
+        previous: Option<&Deployment>,
+    ) -> Outcome {
+        let _ = self.record_digest(exec, tag).await;
+        if !workflow_ok {
+            // If the run stopped before `down`, the previous version still answers: nothing to undo.
+            if let Some(p) = previous {
+                if let health::Probe::Ready { image_tag } =
+                    health::probe(exec, self.target.port, Duration::from_secs(3)).await
+                {
+                    if image_tag == p.tag {
+                        return Outcome::Untouched(Stop::Failed(format!(
+                            "the workflow run failed; {} is still serving",
+                            p.tag
+                        )));
+                    }
+                }
+            }
+            return Outcome::Broken(Stop::Failed(
+                "the workflow run failed and the previous version is not answering".into(),
+            ));
+        }
+        match self.gate(exec, tag).await {
+            Ok(s) => Outcome::Ready(s),
+            Err(s) => Outcome::Broken(s),
+        }
+    }
+
+    /// Records the end of a run that stopped before an executor existed.
+    async fn end(
+        &self,
+        stop: Stop,
+        _exec: Option<&dyn Executor>,
+    ) -> Result<Deployment, EngineError> {
+        let msg = match stop {
+            Stop::Failed(m) | Stop::Lost(m) => m,
+            Stop::History(e) => return Err(e.into()),
+        };
+        self.finish(false, Some(&msg))
+    }
+
+    fn finish(&self, ok: bool, error: Option<&str>) -> Result<Deployment, EngineError> {
+        self.engine.history.finish(self.id, ok, error)?;
+        let d = self
+            .engine
+            .history
+            .deployment(self.id)?
+            .expect("deployment just recorded");
+        self.audit(&match error {
+            None => format!("{} {} is serving", d.trigger.as_str(), d.tag),
+            Some(e) => format!("failed: {e}"),
+        });
+        self.engine.emit(Event::DeploymentFinished {
+            id: d.id,
+            status: d.status.clone(),
+            health: d.health.clone(),
+            error: d.error.clone(),
+        });
+        Ok(d)
+    }
+
+    /// Finishes the record from the outcome: prunes and unlocks on success; on a broken switch,
+    /// returns to `previous` as a separate auto-rollback deployment.
+    async fn end_with(
+        &self,
+        outcome: Outcome,
+        exec: &dyn Executor,
+        previous: Option<Deployment>,
+    ) -> Result<Deployment, EngineError> {
+        let record = match outcome {
+            Outcome::Ready(secs) => {
+                if let Err(Stop::Lost(m)) = self.prune(exec).await {
+                    return self.finish(
+                        false,
+                        Some(&format!(
+                            "{} was ready after {secs:.1} s, then {m}",
+                            self.tag()?
+                        )),
+                    );
+                }
+                self.finish(true, None)?
+            }
+            Outcome::Untouched(Stop::History(e)) | Outcome::Broken(Stop::History(e)) => {
+                return Err(e.into())
+            }
+            Outcome::Untouched(Stop::Lost(m)) | Outcome::Broken(Stop::Lost(m)) => {
+                // Nothing more can run on the host; the lock stays and is broken by the next deploy.
+                return self.finish(false, Some(&format!("{m}; the host is unreachable now — check it, then deploy or roll back again")));
+            }
+            Outcome::Untouched(Stop::Failed(m)) => {
+                let note = match self.engine.history.serving(&self.target.name)? {
+                    Some(s) => format!(
+                        "{m}; nothing was changed on the host, {} is still serving",
+                        s.tag
+                    ),
+                    None => format!("{m}; nothing was changed on the host"),
+                };
+                self.finish(false, Some(&note))?
+            }
+            Outcome::Broken(Stop::Failed(m)) => {
+                let back = previous
+                    .filter(|p| Some(p.tag.as_str()) != self.tag().ok().as_deref())
+                    .or(previous_any(self)?);
+                match back {
+                    None => self.finish(
+                        false,
+                        Some(&format!("{m}; no earlier healthy version to return to")),
+                    )?,
+                    Some(p) => {
+                        let failed = self.finish(
+                            false,
+                            Some(&format!(
+                                "{m}; returning to {} (deployment #{})",
+                                p.tag, p.id
+                            )),
+                        )?;
+                        self.auto_rollback(exec, &p, failed.id).await?;
+                        let _ = self.engine.history.deployment(failed.id)?;
+                        failed
+                    }
+                }
+            }
+        };
+        if self.locked.load(Ordering::SeqCst) {
+            // Best effort: a failure here is in the step record; the next deploy breaks a stale lock.
+            let _ = self.step(exec, "unlock", &steps::unlock(self.target)).await;
+        }
+        Ok(self.engine.history.deployment(record.id)?.unwrap_or(record))
+    }
+
+    fn tag(&self) -> Result<String, EngineError> {
+        Ok(self
+            .engine
+            .history
+            .deployment(self.id)?
+            .map(|d| d.tag)
+            .unwrap_or_default())
+    }
+
+    /// Runs the switch back to `p` as its own `auto-rollback` deployment (the lock stays held).
+    async fn auto_rollback(
+        &self,
+        exec: &dyn Executor,
+        p: &Deployment,
+        failed_id: i64,
+    ) -> Result<(), EngineError> {
+        let back =
+            self.engine
+                .begin(self.target, &p.tag, Trigger::AutoRollback, Some(failed_id))?;
+        back.audit(&format!(
+            "automatic rollback to {} after deployment #{failed_id} failed",
+            p.tag
+        ));
+        let r = async {
+            back.record_digest(exec, &p.tag).await?;
+            back.switch_to(exec, &p.tag).await
+        }
+        .await;
+        match r {
+            Ok(_) => back.finish(true, None)?,
+            Err(Stop::History(e)) => return Err(e.into()),
+            Err(Stop::Failed(m)) | Err(Stop::Lost(m)) => {
+                back.finish(false, Some(&format!("automatic rollback failed: {m}")))?
+            }
+        };
+        Ok(())
+    }
+
+    async fn prune(&self, exec: &dyn Executor) -> Result<(), Stop> {
+        let keep: HashSet<String> = self
+            .engine
+            .history
+            .healthy_versions(&self.target.name)?
+            .into_iter()
+            .take(self.target.keep_images.max(1))
+            .map(|d| d.tag)
+            .collect();
+        let (code, out, _) = capture(
+            exec,
+            &steps::list_tags(self.target),
+            self.target.step_timeout,
+        )
+        .await
+        .map_err(|e| Stop::Lost(e.to_string()))?;
+        if code != 0 {
+            return Ok(());
+        }
+        for tag in out
+            .lines()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && *t != "<none>" && !keep.contains(*t))
+        {
+            let (code, _) = self
+                .step(exec, "prune image", &steps::remove_image(self.target, tag))
+                .await?;
+            if code == 0 {
+                self.audit(&format!("pruned {}", steps::image_ref(self.target, tag)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The newest healthy version other than the run's own tag (when the caller knew none).
+fn previous_any(run: &Run<'_>) -> Result<Option<Deployment>, EngineError> {
+    let own = run.tag()?;
+    Ok(run
+        .engine
+        .history
+        .healthy_versions(&run.target.name)?
+        .into_iter()
+        .find(|d| d.tag != own))
+}
+
+/// How the host work went.
+enum Outcome {
+    /// The new version passed its health gate after this many seconds.
+    Ready(f64),
+    /// Stopped before the running version was touched.
+    Untouched(Stop),
+    /// Stopped after `down` (or the new version is not ready): the old version is no longer serving.
+    Broken(Stop),
+}
+
+fn describe_host(t: &Target) -> String {
+    match &t.host {
+        Host::Local => "this computer".into(),
+        Host::Ssh(s) => s.label(),
+    }
+}
+
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    if b == [0u8; 8] {
+        b = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(1) as u64)
+            .to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,19 @@
+//! Core of the ML ops console: everything but the window. The desktop app (src-tauri) and the
+//! command line are thin layers over this crate, so it has no GUI dependency and its tests run
+//! headless against real stand-ins (sshd, a registry, the Docker engine).
+
+pub mod command;
+pub mod engine;
+pub mod exec;
+pub mod health;
+pub mod history;
+pub mod secret;
+pub mod ssh;
+pub mod steps;
+pub mod target;
+pub mod workflow;
+
+pub use engine::{Engine, EngineError, Event};
+pub use history::{Deployment, History, Trigger};
+pub use secret::Secret;
+pub use target::{Host, RegistryAuth, Target};

@@ -1,0 +1,252 @@
+//! The deploy steps as data. Each builder returns the exact [`Command`] an executor runs; the same
+//! sequence serves the direct path and mirrors the script in `.github/workflows/deploy.yml`:
+//! lock → login → pull → switch (.env, down, up -d) → health gate → prune → unlock.
+
+use crate::command::{Command, Stdin};
+use crate::target::{RegistryAuth, Target};
+
+/// The compose file the hosts run, shipped inside the console.
+pub const COMPOSE_FILE: &str = include_str!("../../inference-image/docker-compose.yml");
+
+/// Exit status of the lock step when another deploy holds the host.
+pub const LOCK_HELD: i32 = 75;
+
+pub fn lock_dir(t: &Target) -> String {
+    format!("{}/.deploy-lock", t.compose_dir.trim_end_matches('/'))
+}
+
+fn sh(script: &str, args: &[&str]) -> Command {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(args.iter().copied())
+}
+
+/// Takes the host's deploy lock (an atomic `mkdir`, shared with the GitHub workflow's script),
+/// writing `owner` into it; exits [`LOCK_HELD`] printing the holder when it is taken.
+pub fn lock(t: &Target, owner: &str) -> Command {
+    sh(
+        r#"mkdir -p "$(dirname "$1")" && if mkdir "$1" 2>/dev/null; then printf '%s\n' "$2" > "$1/owner"; else echo "held by: $(cat "$1/owner" 2>/dev/null || echo unknown)"; exit 75; fi"#,
+        &[&lock_dir(t), owner],
+    )
+}
+
+pub fn unlock(t: &Target) -> Command {
+    sh(r#"rm -f "$1/owner" && rmdir "$1""#, &[&lock_dir(t)])
+}
+
+/// Breaks a stale lock (its owner is known to be gone).
+pub fn break_lock(t: &Target) -> Command {
+    sh(r#"rm -rf "$1""#, &[&lock_dir(t)])
+}
+
+/// Writes `contents` to `path` atomically with mode 600 (the data travels on stdin).
+pub fn write_file(path: &str, contents: &[u8]) -> Command {
+    sh(
+        r#"umask 077 && mkdir -p "$(dirname "$1")" && cat > "$1.tmp" && mv "$1.tmp" "$1""#,
+        &[path],
+    )
+    .stdin(Stdin::Data(contents.to_vec()))
+}
+
+pub fn upload_compose_file(t: &Target) -> Command {
+    write_file(
+        &format!("{}/docker-compose.yml", t.compose_dir.trim_end_matches('/')),
+        COMPOSE_FILE.as_bytes(),
+    )
+}
+
+/// The .env docker-compose reads from the compose directory: which image and tag run, where.
+pub fn env_file(t: &Target, tag: &str) -> String {
+    format!(
+        "COMPOSE_PROJECT_NAME={}\nIMAGE_NAME={}\nIMAGE_TAG={tag}\nINFERENCE_PORT={}\nINFERENCE_HOST_IP={}\n",
+        t.project, t.image, t.port, t.publish_ip
+    )
+}
+
+pub fn write_env(t: &Target, tag: &str) -> Command {
+    write_file(
+        &format!("{}/.env", t.compose_dir.trim_end_matches('/')),
+        env_file(t, tag).as_bytes(),
+    )
+}
+
+/// `docker login` with the token on stdin (never on the command line).
+pub fn login(r: &RegistryAuth) -> Command {
+    Command::new("docker")
+        .args([
+            "login",
+            &r.server,
+            "--username",
+            &r.user,
+            "--password-stdin",
+        ])
+        .stdin(Stdin::Secret(r.token.clone()))
+}
+
+fn compose(t: &Target, args: &[&str]) -> Command {
+    let mut c = Command::new(&t.compose[0])
+        .args(t.compose[1..].iter().cloned())
+        .args(args.iter().copied());
+    c.cwd = Some(t.compose_dir.clone());
+    c
+}
+
+/// Pulls `tag` without touching .env, so a failed pull leaves the running version's files as they were.
+pub fn pull(t: &Target, tag: &str) -> Command {
+    compose(t, &["pull"])
+        .env("COMPOSE_PROJECT_NAME", &t.project)
+        .env("IMAGE_NAME", &t.image)
+        .env("IMAGE_TAG", tag)
+}
+
+pub fn down(t: &Target) -> Command {
+    compose(t, &["down"])
+}
+
+pub fn up(t: &Target) -> Command {
+    compose(t, &["up", "-d"])
+}
+
+pub fn image_ref(t: &Target, tag: &str) -> String {
+    format!("{}:{tag}", t.image)
+}
+
+/// Prints the repo digest (`repo@sha256:…`) of a local image, or exits 1 if it is not on the host.
+pub fn inspect_digest(t: &Target, tag: &str) -> Command {
+    Command::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{join .RepoDigests \" \"}}",
+        &image_ref(t, tag),
+    ])
+}
+
+/// Lists the tags of the target's repository present on the host, one per line.
+pub fn list_tags(t: &Target) -> Command {
+    Command::new("docker").args(["image", "ls", "--format", "{{.Tag}}", &t.image])
+}
+
+pub fn remove_image(t: &Target, tag: &str) -> Command {
+    Command::new("docker").args(["image", "rm", &image_ref(t, tag)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use crate::target::Host;
+
+    fn target() -> Target {
+        let mut t = Target::new(
+            "prod",
+            Host::Local,
+            "/home/ubuntu/inference",
+            "ghcr.io/acme/inference",
+            8080,
+        );
+        t.registry = Some(RegistryAuth {
+            server: "ghcr.io".into(),
+            user: "octocat".into(),
+            token: Secret::new("ghp_123456789"),
+        });
+        t
+    }
+
+    #[test]
+    fn exact_commands() {
+        let t = target();
+        assert_eq!(
+            pull(&t, "v2").to_shell(),
+            "cd /home/ubuntu/inference && env COMPOSE_PROJECT_NAME=inference IMAGE_NAME=ghcr.io/acme/inference IMAGE_TAG=v2 docker-compose pull"
+        );
+        assert_eq!(down(&t).argv(), ["docker-compose", "down"]);
+        assert_eq!(up(&t).argv(), ["docker-compose", "up", "-d"]);
+        assert_eq!(up(&t).cwd.as_deref(), Some("/home/ubuntu/inference"));
+        let l = login(t.registry.as_ref().unwrap());
+        assert_eq!(
+            l.argv(),
+            [
+                "docker",
+                "login",
+                "ghcr.io",
+                "--username",
+                "octocat",
+                "--password-stdin"
+            ]
+        );
+        assert!(matches!(&l.stdin, Stdin::Secret(s) if s.expose() == "ghp_123456789"));
+        assert!(!l.to_string().contains("ghp_"));
+        assert_eq!(
+            inspect_digest(&t, "v2").argv(),
+            [
+                "docker",
+                "image",
+                "inspect",
+                "--format",
+                "{{join .RepoDigests \" \"}}",
+                "ghcr.io/acme/inference:v2"
+            ]
+        );
+        assert_eq!(
+            remove_image(&t, "v0").argv(),
+            ["docker", "image", "rm", "ghcr.io/acme/inference:v0"]
+        );
+        assert_eq!(
+            list_tags(&t).argv(),
+            [
+                "docker",
+                "image",
+                "ls",
+                "--format",
+                "{{.Tag}}",
+                "ghcr.io/acme/inference"
+            ]
+        );
+    }
+
+    #[test]
+    fn compose_v2_plugin() {
+        let mut t = target();
+        t.compose = vec!["docker".into(), "compose".into()];
+        assert_eq!(up(&t).argv(), ["docker", "compose", "up", "-d"]);
+    }
+
+    #[test]
+    fn env_file_names_image_tag_and_port() {
+        assert_eq!(
+            env_file(&target(), "v7"),
+            "COMPOSE_PROJECT_NAME=inference\nIMAGE_NAME=ghcr.io/acme/inference\nIMAGE_TAG=v7\nINFERENCE_PORT=8080\nINFERENCE_HOST_IP=127.0.0.1\n"
+        );
+        let w = write_env(&target(), "v7");
+        assert_eq!(
+            w.args.last().map(String::as_str),
+            Some("/home/ubuntu/inference/.env")
+        );
+        assert!(
+            matches!(&w.stdin, Stdin::Data(d) if d.starts_with(b"COMPOSE_PROJECT_NAME=inference\n"))
+        );
+    }
+
+    #[test]
+    fn lock_commands_use_one_directory() {
+        let t = target();
+        assert_eq!(
+            lock(&t, "console x, deployment 4")
+                .args
+                .last()
+                .map(String::as_str),
+            Some("console x, deployment 4")
+        );
+        assert_eq!(lock(&t, "o").args[3], "/home/ubuntu/inference/.deploy-lock");
+        assert_eq!(unlock(&t).args[3], "/home/ubuntu/inference/.deploy-lock");
+    }
+
+    #[test]
+    fn compose_file_is_the_one_in_the_repository() {
+        assert!(COMPOSE_FILE.contains("${IMAGE_NAME:?"));
+        assert!(COMPOSE_FILE.contains("${IMAGE_TAG:?"));
+    }
+}

@@ -1,0 +1,131 @@
+//! A deploy target: where the inference service runs and how to reach it.
+
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::ssh::SshTarget;
+
+#[derive(Clone, Debug)]
+pub enum Host {
+    /// This computer's Docker engine (the sandbox).
+    Local,
+    /// A remote host over SSH (an EC2 instance).
+    Ssh(SshTarget),
+}
+
+/// Credentials for `docker login` on the host (GHCR: the GitHub user and a PAT with read:packages).
+#[derive(Clone, Debug)]
+pub struct RegistryAuth {
+    /// Registry host, e.g. `ghcr.io`.
+    pub server: String,
+    pub user: String,
+    pub token: Secret,
+}
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Unique name in the history, e.g. `sandbox` or `prod-eu`.
+    pub name: String,
+    pub host: Host,
+    /// DOCKER_COMPOSE_DIR on the host: holds docker-compose.yml and .env.
+    pub compose_dir: String,
+    /// Image repository without tag, e.g. `ghcr.io/owner/repo`.
+    pub image: String,
+    /// Host port the service is published on (INFERENCE_PORT).
+    pub port: u16,
+    /// Host address to publish on (INFERENCE_HOST_IP); 127.0.0.1 keeps it off the network and the
+    /// console reaches it through SSH.
+    pub publish_ip: String,
+    /// None: images are already on the host (the sandbox builds them), so no login and no pull.
+    pub registry: Option<RegistryAuth>,
+    /// The compose program, `docker-compose` (what the seed's hosts run) or `docker compose`.
+    pub compose: Vec<String>,
+    /// COMPOSE_PROJECT_NAME, written to .env so the GitHub workflow and the console agree.
+    pub project: String,
+    /// How long a new version has to pass /readyz after `up -d`.
+    pub ready_timeout: Duration,
+    /// Images of this repository kept on the host (newest healthy versions); older ones are pruned.
+    pub keep_images: usize,
+    /// Limit for any single step (pull included).
+    pub step_timeout: Duration,
+}
+
+impl Target {
+    pub fn new(
+        name: impl Into<String>,
+        host: Host,
+        compose_dir: impl Into<String>,
+        image: impl Into<String>,
+        port: u16,
+    ) -> Self {
+        Target {
+            name: name.into(),
+            host,
+            compose_dir: compose_dir.into(),
+            image: image.into(),
+            port,
+            publish_ip: "127.0.0.1".into(),
+            registry: None,
+            compose: vec!["docker-compose".into()],
+            project: "inference".into(),
+            ready_timeout: Duration::from_secs(60),
+            keep_images: 3,
+            step_timeout: Duration::from_secs(600),
+        }
+    }
+
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut v = Vec::new();
+        if let Some(r) = &self.registry {
+            v.push(&r.token);
+        }
+        if let Host::Ssh(s) = &self.host {
+            v.push(&s.key_pem);
+        }
+        v
+    }
+}
+
+/// Docker's rule for a tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn validate_tag(tag: &str) -> Result<(), String> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{tag}` is not a valid image tag: use 1 to 128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        for t in ["v1", "1.2.3", "sha-abc123", "_x", "A_b.c-d"] {
+            assert!(validate_tag(t).is_ok(), "{t}");
+        }
+        for t in [
+            "",
+            "-x",
+            ".x",
+            "a b",
+            "a/b",
+            "a:b",
+            "$(id)",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_tag(t).is_err(), "{t}");
+        }
+    }
+}
