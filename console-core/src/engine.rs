@@ -440,11 +440,26 @@ impl Run<'_> {
     async fn must(&self, exec: &dyn Executor, name: &str, cmd: &Command) -> Result<String, Stop> {
         let (code, out) = self.step(exec, name, cmd).await?;
         if code != 0 {
-            return Err(Stop::Failed(format!(
-                "step `{name}` failed (exit status {code})"
-            )));
+            // The error quotes the last line the command printed.
+            let said = self.engine.history.steps(self.id)?.last().and_then(|s| {
+                s.output
+                    .lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(str::to_string)
+            });
+            return Err(Stop::Failed(match said {
+                Some(line) => format!("step `{name}` failed (exit status {code}): {line}"),
+                None => format!("step `{name}` failed (exit status {code})"),
+            }));
         }
         Ok(out)
+    }
+
+    async fn upload_compose_file(&self, exec: &dyn Executor) -> Result<(), Stop> {
+        let cmd = steps::upload_compose_file(self.target);
+        self.must(exec, "compose file", &cmd).await.map(|_| ())
     }
 
     async fn take_lock(&self, exec: &dyn Executor) -> Result<(), Stop> {
@@ -523,12 +538,6 @@ impl Run<'_> {
 
     /// .env → down → up -d → health gate. Err means the host is no longer serving the old version.
     async fn switch_to(&self, exec: &dyn Executor, tag: &str) -> Result<f64, Stop> {
-        self.must(
-            exec,
-            "compose file",
-            &steps::upload_compose_file(self.target),
-        )
-        .await?;
         self.must(exec, "set image tag", &steps::write_env(self.target, tag))
             .await?;
         self.must(exec, "compose down", &steps::down(self.target))
@@ -538,23 +547,24 @@ impl Run<'_> {
         self.gate(exec, tag).await
     }
 
-    async fn gate(&self, exec: &dyn Executor, tag: &str) -> Result<f64, Stop> {
-        let what = format!(
-            "GET /readyz and /v1/model on 127.0.0.1:{} until it serves {tag}",
-            self.target.port
-        );
-        let seq = self
-            .engine
-            .history
-            .step_started(self.id, "health gate", &what)?;
+    /// Polls /readyz and /v1/model on `port` until `tag` answers, as a recorded step.
+    async fn gate_on(
+        &self,
+        exec: &dyn Executor,
+        name: &str,
+        port: u16,
+        tag: &str,
+    ) -> Result<f64, Stop> {
+        let what = format!("GET /readyz and /v1/model on 127.0.0.1:{port} until it serves {tag}");
+        let seq = self.engine.history.step_started(self.id, name, &what)?;
         self.engine.emit(Event::StepStarted {
             id: self.id,
             seq,
-            name: "health gate".into(),
+            name: name.into(),
             command: what,
         });
         let start = Instant::now();
-        let r = health::wait_ready(exec, self.target.port, tag, self.target.ready_timeout).await;
+        let r = health::wait_ready(exec, port, tag, self.target.ready_timeout).await;
         let seconds = start.elapsed().as_secs_f64();
         let msg = match &r {
             Ok(s) => format!("ready after {s:.1} s"),
@@ -570,15 +580,49 @@ impl Run<'_> {
             exit_code: None,
             seconds,
         });
-        match r {
-            Ok(s) => {
-                self.engine.history.set_health(self.id, "ready")?;
-                Ok(s)
-            }
-            Err(e) => {
+        r.map_err(|e| Stop::Failed(format!("{tag} failed its health gate: {e}")))
+    }
+
+    /// The health gate of the live service; records the deployment's health.
+    async fn gate(&self, exec: &dyn Executor, tag: &str) -> Result<f64, Stop> {
+        let r = self
+            .gate_on(exec, "health gate", self.target.port, tag)
+            .await;
+        let health = if r.is_ok() { "ready" } else { "unready" };
+        self.engine.history.set_health(self.id, health)?;
+        r
+    }
+
+    /// Starts `tag` beside the live service (its own compose project and state volume, on
+    /// `candidate_port`, loopback only), gates it, and removes it again. The live version keeps
+    /// serving throughout; only a version that passes here is switched to.
+    async fn preflight(&self, exec: &dyn Executor, tag: &str, port: u16) -> Result<(), Stop> {
+        let gated = async {
+            self.must(
+                exec,
+                "candidate up",
+                &steps::candidate_up(self.target, tag, port),
+            )
+            .await?;
+            self.gate_on(exec, "candidate health gate", port, tag).await
+        }
+        .await;
+        let removed = self
+            .must(
+                exec,
+                "candidate down",
+                &steps::candidate_down(self.target, tag, port),
+            )
+            .await;
+        match (gated, removed) {
+            (Err(Stop::Failed(m)), _) => {
                 self.engine.history.set_health(self.id, "unready")?;
-                Err(Stop::Failed(format!("{tag} failed its health gate: {e}")))
+                Err(Stop::Failed(format!(
+                    "{m} (tried beside the live version, which kept serving)"
+                )))
             }
+            (Err(other), _) | (Ok(_), Err(other)) => Err(other),
+            (Ok(_), Ok(_)) => Ok(()),
         }
     }
 
@@ -592,6 +636,8 @@ impl Run<'_> {
             return Outcome::Untouched(s);
         }
         let before = async {
+            // The compose file first: `pull` reads it.
+            self.upload_compose_file(exec).await?;
             if let Some(r) = &self.target.registry {
                 self.must(exec, "registry login", &steps::login(r)).await?;
                 self.must(exec, "pull", &steps::pull(self.target, tag))
@@ -602,6 +648,11 @@ impl Run<'_> {
         if let Err(s) = before.await {
             return Outcome::Untouched(s);
         }
+        if let Some(port) = self.target.candidate_port {
+            if let Err(s) = self.preflight(exec, tag, port).await {
+                return Outcome::Untouched(s);
+            }
+        }
         match self.switch_to(exec, tag).await {
             Ok(secs) => Outcome::Ready(secs),
             Err(s) => Outcome::Broken(s),
@@ -610,6 +661,9 @@ impl Run<'_> {
 
     async fn rollback_on(&self, exec: &dyn Executor, tag: &str) -> Outcome {
         if let Err(s) = self.take_lock(exec).await {
+            return Outcome::Untouched(s);
+        }
+        if let Err(s) = self.upload_compose_file(exec).await {
             return Outcome::Untouched(s);
         }
         if let Err(s) = self.record_digest(exec, tag).await {
@@ -865,6 +919,8 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Removes images of versions this target ran that are not among its newest `keep_images`
+    /// healthy ones (images in use by a container are refused by Docker and stay).
     async fn prune(&self, exec: &dyn Executor) -> Result<(), Stop> {
         let keep: HashSet<String> = self
             .engine
@@ -873,6 +929,7 @@ impl Run<'_> {
             .into_iter()
             .take(self.target.keep_images.max(1))
             .map(|d| d.tag)
+            .chain(self.engine.history.deployment(self.id)?.map(|d| d.tag))
             .collect();
         let (code, out, _) = capture(
             exec,
@@ -884,10 +941,12 @@ impl Run<'_> {
         if code != 0 {
             return Ok(());
         }
+        // Only versions this target ran before: an image someone else put on the host stays.
+        let ours = self.engine.history.deployed_tags(&self.target.name)?;
         for tag in out
             .lines()
             .map(str::trim)
-            .filter(|t| !t.is_empty() && *t != "<none>" && !keep.contains(*t))
+            .filter(|t| ours.contains(*t) && !keep.contains(*t))
         {
             let (code, _) = self
                 .step(exec, "prune image", &steps::remove_image(self.target, tag))

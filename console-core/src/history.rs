@@ -4,6 +4,7 @@
 //! One running deployment per target is enforced by a unique index, so two consoles sharing a
 //! database cannot race either.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -392,11 +393,19 @@ impl History {
             let rows = st.query_map([target], row_to_deployment)?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         Ok(all
             .into_iter()
             .filter(|d| seen.insert(d.tag.clone()))
             .collect())
+    }
+
+    /// Every tag ever deployed to `target`.
+    pub fn deployed_tags(&self, target: &str) -> Result<HashSet<String>, HistoryError> {
+        let c = self.conn.lock().unwrap();
+        let mut st = c.prepare("SELECT DISTINCT tag FROM deployments WHERE target = ?1")?;
+        let rows = st.query_map([target], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn steps(&self, id: i64) -> Result<Vec<Step>, HistoryError> {

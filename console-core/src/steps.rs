@@ -101,6 +101,30 @@ pub fn pull(t: &Target, tag: &str) -> Command {
         .env("IMAGE_TAG", tag)
 }
 
+/// The compose project a new version is tried in before the switch (see `Target::candidate_port`).
+pub fn candidate_project(t: &Target) -> String {
+    format!("{}-candidate", t.project)
+}
+
+/// Environment that points compose at the candidate project; it overrides the values in .env.
+fn candidate(t: &Target, tag: &str, port: u16, args: &[&str]) -> Command {
+    compose(t, args)
+        .env("COMPOSE_PROJECT_NAME", candidate_project(t))
+        .env("IMAGE_NAME", &t.image)
+        .env("IMAGE_TAG", tag)
+        .env("INFERENCE_PORT", port.to_string())
+        .env("INFERENCE_HOST_IP", "127.0.0.1")
+}
+
+pub fn candidate_up(t: &Target, tag: &str, port: u16) -> Command {
+    candidate(t, tag, port, &["up", "-d"])
+}
+
+/// Removes the candidate with its own state volume (`-v`); the live project's volume is another one.
+pub fn candidate_down(t: &Target, tag: &str, port: u16) -> Command {
+    candidate(t, tag, port, &["down", "-v"])
+}
+
 pub fn down(t: &Target) -> Command {
     compose(t, &["down"])
 }
@@ -205,6 +229,18 @@ mod tests {
                 "ghcr.io/acme/inference"
             ]
         );
+    }
+
+    #[test]
+    fn candidate_runs_as_its_own_project_on_loopback() {
+        let t = target();
+        assert_eq!(
+            candidate_up(&t, "v2", 8081).to_shell(),
+            "cd /home/ubuntu/inference && env COMPOSE_PROJECT_NAME=inference-candidate \
+             IMAGE_NAME=ghcr.io/acme/inference IMAGE_TAG=v2 INFERENCE_PORT=8081 \
+             INFERENCE_HOST_IP=127.0.0.1 docker-compose up -d"
+        );
+        assert_eq!(candidate_down(&t, "v2", 8081).args, ["down", "-v"]);
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Target {
     pub ready_timeout: Duration,
     /// Images of this repository kept on the host (newest healthy versions); older ones are pruned.
     pub keep_images: usize,
+    /// Host port for trying a new version beside the live one before switching (127.0.0.1 only).
+    /// None skips that and gates only after the switch (then a bad version costs
+    /// `ready_timeout` of downtime before the automatic rollback).
+    pub candidate_port: Option<u16>,
     /// Limit for any single step (pull included).
     pub step_timeout: Duration,
 }
@@ -70,6 +74,7 @@ impl Target {
             project: "inference".into(),
             ready_timeout: Duration::from_secs(60),
             keep_images: 3,
+            candidate_port: port.checked_add(1),
             step_timeout: Duration::from_secs(600),
         }
     }
