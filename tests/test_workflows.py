@@ -74,7 +74,7 @@ def test_deploy_script_takes_inputs_only_through_envs():
     envs = step["with"]["envs"].split(",")
     assert set(envs) <= set(step["env"]), "every name in envs must be set in the step's env"
     used = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", script))
-    assert used - {"IFS"} <= set(envs) | {"i", "lock", "cid"}, used - set(envs)
+    assert used - {"IFS"} <= set(envs) | {"i", "lock", "cid", "pat"}, used - set(envs)
     secrets_used = set(re.findall(r"secrets\.([A-Z0-9_]+)", yaml.safe_dump(step)))
     assert secrets_used == SECRETS, secrets_used
 
@@ -84,10 +84,13 @@ def test_deploy_script_logs_in_on_stdin_and_runs_compose_in_order():
     lines = [l.strip() for l in script.splitlines() if l.strip() and not l.strip().startswith("#")]
     assert lines[0].startswith("set -e"), "any failure must fail the job"
     login = [l for l in lines if "docker login" in l]
-    assert login == ['printf \'%s\\n\' "$GHCR_PAT" | docker login "$REGISTRY" --username "$GHCR_USER" --password-stdin']
+    assert login == ['printf \'%s\\n\' "$pat" | docker login "$REGISTRY" --username "$GHCR_USER" --password-stdin']
+    # The exported token leaves the environment before any command runs, so no child inherits it.
+    assert lines[1:3] == ["pat=$GHCR_PAT", "unset GHCR_PAT"], lines[:3]
+    assert lines[lines.index(login[0]) + 1] == "unset pat"
     order = [i for i, l in enumerate(lines) if re.search(r"docker-compose (pull|down|up -d)$", l)]
     assert [lines[i].split("docker-compose ")[1] for i in order] == ["pull", "down", "up -d"]
-    assert sum("GHCR_PAT" in l for l in lines) == 1, "the token is used once, on stdin"
+    assert sum("GHCR_PAT" in l for l in lines) == 2, "the token is read once into an unexported variable"
 
 
 def test_deploy_script_is_clean_posix_sh(tmp_path):

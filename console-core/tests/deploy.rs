@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,13 +14,11 @@ use console_core::engine::Progress;
 use console_core::exec::{Executor, Sink, Stream};
 use console_core::ssh::{SshExecutor, SshSession, SshTarget};
 use console_core::workflow::{Conclusion, WorkflowRunner};
-use console_core::{
-    Deployment, Engine, EngineError, Event, History, Host, RegistryAuth, Secret, Target, Trigger,
-};
-use support::{Registry, Sshd, TcpProxy, TestImages};
+use console_core::{Deployment, EngineError, Event, Host, Secret, Trigger};
+use support::bed::{answering, new_engine, Bed, Prober, SecretWatch};
+use support::TcpProxy;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-static PROJECTS: AtomicUsize = AtomicUsize::new(0);
 
 fn docker_or_skip() -> bool {
     match support::docker_available() {
@@ -33,209 +30,6 @@ fn docker_or_skip() -> bool {
             eprintln!("skipped: {why}");
             false
         }
-    }
-}
-
-/// One test's world: the host (sshd), registry, images, a compose project on a free port, and an
-/// engine with its own history database.
-struct Bed {
-    sshd: Sshd,
-    registry: &'static Registry,
-    images: &'static TestImages,
-    target: Target,
-    engine: Engine,
-    db: tempfile::TempDir,
-    events: Arc<Mutex<Vec<Event>>>,
-}
-
-impl Bed {
-    fn new(rsa: bool) -> Bed {
-        let registry = support::shared_registry();
-        let images = TestImages::ensure(registry);
-        let sshd = Sshd::start();
-        let n = PROJECTS.fetch_add(1, Ordering::SeqCst);
-        let project = format!("cctest{}x{n}", std::process::id());
-        let pem = if rsa {
-            sshd.rsa_pem.clone()
-        } else {
-            sshd.ed25519_pem.clone()
-        };
-        let ssh = SshTarget::new(
-            "127.0.0.1",
-            sshd.port,
-            sshd.user.clone(),
-            Secret::new(pem),
-            sshd.host_fingerprint.clone(),
-        );
-        let compose_dir = sshd.dir.join(&project).to_string_lossy().into_owned();
-        let mut target = Target::new(
-            format!("test-{project}"),
-            Host::Ssh(ssh),
-            compose_dir,
-            images.repo.clone(),
-            support::free_port(),
-        );
-        target.project = project;
-        target.registry = Some(RegistryAuth {
-            server: registry.addr.clone(),
-            user: registry.user.clone(),
-            token: Secret::new(registry.password.clone()),
-        });
-        target.ready_timeout = Duration::from_secs(45);
-        target.keep_images = 10;
-        target.candidate_port = Some(support::free_port());
-        let db = tempfile::tempdir().unwrap();
-        let events: Arc<Mutex<Vec<Event>>> = Arc::default();
-        let engine = new_engine(&db, events.clone(), None);
-        Bed {
-            sshd,
-            registry,
-            images,
-            target,
-            engine,
-            db,
-            events,
-        }
-    }
-
-    fn history(&self) -> &History {
-        self.engine.history()
-    }
-
-    fn step_names(&self, d: &Deployment) -> Vec<String> {
-        self.history()
-            .steps(d.id)
-            .unwrap()
-            .into_iter()
-            .map(|s| s.name)
-            .collect()
-    }
-
-    /// GET /v1/model on the published port: Some(image tag) if ready.
-    fn answering(&self) -> Option<String> {
-        answering(self.target.port)
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        let label = format!("label=com.docker.compose.project={}", self.target.project);
-        for (kind, list) in [
-            ("container", vec!["ps", "-aq"]),
-            ("volume", vec!["volume", "ls", "-q"]),
-            ("network", vec!["network", "ls", "-q"]),
-        ] {
-            let out = std::process::Command::new("docker")
-                .args(&list)
-                .args(["--filter", &label])
-                .output();
-            let ids: Vec<String> = out
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
-            if ids.is_empty() {
-                continue;
-            }
-            let rm: Vec<&str> = match kind {
-                "container" => vec!["rm", "-f", "-v"],
-                "volume" => vec!["volume", "rm", "-f"],
-                _ => vec!["network", "rm"],
-            };
-            let _ = std::process::Command::new("docker")
-                .args(&rm)
-                .args(&ids)
-                .output();
-        }
-    }
-}
-
-fn new_engine(
-    db: &tempfile::TempDir,
-    events: Arc<Mutex<Vec<Event>>>,
-    hook: Option<Progress>,
-) -> Engine {
-    let history = Arc::new(History::open(&db.path().join("history.sqlite")).unwrap());
-    let p: Progress = Arc::new(move |e: &Event| {
-        if let Some(h) = &hook {
-            h(e);
-        }
-        events.lock().unwrap().push(e.clone());
-    });
-    Engine::new(history).unwrap().with_progress(p)
-}
-
-fn answering(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(300),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /v1/model HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let r = console_core::health::parse_response(&raw).ok()?;
-    if r.status != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
-    Some(v["image_tag"].as_str()?.to_string())
-}
-
-/// Polls the service every 50 ms in a thread; records what answered and when.
-/// (seconds since start, the tag that answered)
-type Samples = Vec<(f64, Option<String>)>;
-
-struct Prober {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Samples>>,
-}
-
-impl Prober {
-    fn start(port: u16) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut seen = Vec::new();
-            while !s.load(Ordering::SeqCst) {
-                seen.push((t0.elapsed().as_secs_f64(), answering(port)));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            seen
-        });
-        Prober {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// (samples, windows of no answer in seconds)
-    fn finish(mut self) -> (Samples, Vec<f64>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let seen = self.handle.take().unwrap().join().unwrap();
-        let mut windows = Vec::new();
-        let mut down_since: Option<f64> = None;
-        for (t, a) in &seen {
-            match (a, down_since) {
-                (None, None) => down_since = Some(*t),
-                (Some(_), Some(s)) => {
-                    windows.push(t - s);
-                    down_since = None;
-                }
-                _ => {}
-            }
-        }
-        if let (Some(s), Some((t, _))) = (down_since, seen.last()) {
-            windows.push(t - s);
-        }
-        (seen, windows)
     }
 }
 
@@ -275,8 +69,14 @@ async fn deploy_upgrade_and_rollback_over_ssh() {
     assert_eq!(b.answering().as_deref(), Some(b.images.v1.as_str()));
 
     let prober = Prober::start(b.target.port);
+    let watch = SecretWatch::start(&b.registry.password);
     let v2 = b.engine.deploy(&b.target, &b.images.v2).await.unwrap();
+    let (scans, exposed) = watch.finish();
     let (seen, windows) = prober.finish();
+    assert!(
+        scans > 10 && exposed.is_empty(),
+        "the registry token was visible: {exposed:#?}"
+    );
     assert_ok(&v2);
     assert_ne!(v1.digest, v2.digest);
     assert_eq!(
@@ -827,11 +627,17 @@ async fn the_workflow_deploy_script_deploys_and_its_failures_are_recorded() {
         tag: Mutex::new(None),
         pat: Secret::new(b.registry.password.clone()),
     };
+    let watch = SecretWatch::start(&b.registry.password);
     let d = b
         .engine
         .deploy_via_workflow(&b.target, &b.images.v2, &runner)
         .await
         .unwrap();
+    let (scans, exposed) = watch.finish();
+    assert!(
+        scans > 10 && exposed.is_empty(),
+        "the registry token was visible: {exposed:#?}"
+    );
     assert_ok(&d);
     assert_eq!((d.trigger, d.github_run_id), (Trigger::Github, Some(4242)));
     assert!(d.digest.is_some());

@@ -10,6 +10,7 @@
 //! about a second after the test process has gone.
 #![allow(dead_code)]
 
+pub mod bed;
 pub mod images;
 pub mod proxy;
 pub mod registry;
