@@ -74,6 +74,8 @@ pub struct Engine {
     console_id: String,
     progress: Option<Progress>,
     active: Mutex<HashSet<String>>,
+    /// Targets whose running deployment was asked to stop.
+    cancelled: Mutex<HashSet<String>>,
 }
 
 /// Releases the in-process claim on a target.
@@ -123,6 +125,7 @@ impl Engine {
             console_id,
             progress: None,
             active: Mutex::new(HashSet::new()),
+            cancelled: Mutex::new(HashSet::new()),
         })
     }
 
@@ -145,7 +148,20 @@ impl Engine {
         }
     }
 
+    /// Asks the deployment running on `target` to stop. It stops before its next step as long as
+    /// the live version has not been touched (up to the switch); once `down` has run, it finishes
+    /// the switch and its health gate (or automatic rollback) so the host is never left half-way.
+    /// Returns false if nothing is running there.
+    pub fn cancel(&self, target: &str) -> bool {
+        if !self.active.lock().unwrap().contains(target) {
+            return false;
+        }
+        self.cancelled.lock().unwrap().insert(target.to_string());
+        true
+    }
+
     fn claim(&self, target: &str) -> Result<Claim<'_>, EngineError> {
+        self.cancelled.lock().unwrap().remove(target);
         if !self.active.lock().unwrap().insert(target.to_string()) {
             let running = self.history.deployments(target, 1)?.into_iter().next();
             let what = running
@@ -457,6 +473,21 @@ impl Run<'_> {
         Ok(out)
     }
 
+    /// Stops the run before `next` if the user cancelled it.
+    fn check_cancel(&self, next: &str) -> Result<(), Stop> {
+        if self
+            .engine
+            .cancelled
+            .lock()
+            .unwrap()
+            .remove(&self.target.name)
+        {
+            self.audit(&format!("cancelled by the user before `{next}`"));
+            return Err(Stop::Failed(format!("cancelled before `{next}`")));
+        }
+        Ok(())
+    }
+
     async fn upload_compose_file(&self, exec: &dyn Executor) -> Result<(), Stop> {
         let cmd = steps::upload_compose_file(self.target);
         self.must(exec, "compose file", &cmd).await.map(|_| ())
@@ -639,19 +670,22 @@ impl Run<'_> {
             // The compose file first: `pull` reads it.
             self.upload_compose_file(exec).await?;
             if let Some(r) = &self.target.registry {
+                self.check_cancel("registry login")?;
                 self.must(exec, "registry login", &steps::login(r)).await?;
+                self.check_cancel("pull")?;
                 self.must(exec, "pull", &steps::pull(self.target, tag))
                     .await?;
             }
-            self.record_digest(exec, tag).await
+            self.check_cancel("image digest")?;
+            self.record_digest(exec, tag).await?;
+            if let Some(port) = self.target.candidate_port {
+                self.check_cancel("candidate up")?;
+                self.preflight(exec, tag, port).await?;
+            }
+            self.check_cancel("switch")
         };
         if let Err(s) = before.await {
             return Outcome::Untouched(s);
-        }
-        if let Some(port) = self.target.candidate_port {
-            if let Err(s) = self.preflight(exec, tag, port).await {
-                return Outcome::Untouched(s);
-            }
         }
         match self.switch_to(exec, tag).await {
             Ok(secs) => Outcome::Ready(secs),

@@ -168,6 +168,18 @@ impl History {
         Self::init(conn, &shown)
     }
 
+    /// Where the console keeps its history: `$XDG_DATA_HOME/mlops-console/history.sqlite`, else
+    /// `~/.local/share/mlops-console/history.sqlite` (the app's data directory on Linux).
+    pub fn default_path() -> Option<std::path::PathBuf> {
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share"))
+            })?;
+        Some(base.join("mlops-console").join("history.sqlite"))
+    }
+
     pub fn in_memory() -> Result<History, HistoryError> {
         Self::init(Connection::open_in_memory()?, ":memory:")
     }

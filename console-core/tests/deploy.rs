@@ -712,3 +712,39 @@ async fn the_sandbox_target_runs_on_this_computer() {
     assert!(e.to_string().contains("no earlier healthy version"), "{e}");
     let _ = Executor::host(&console_core::exec::LocalExecutor);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_cancelled_before_the_switch_changes_nothing() {
+    if !docker_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let b = Bed::new(true);
+    assert_ok(&b.engine.deploy(&b.target, &b.images.v1).await.unwrap());
+    // Cancel as soon as the pull starts; the engine stops before its next step.
+    let engine = Arc::new(std::sync::OnceLock::<std::sync::Weak<console_core::Engine>>::new());
+    let (slot, name) = (engine.clone(), b.target.name.clone());
+    let once = std::sync::atomic::AtomicBool::new(false);
+    let hook: Progress = Arc::new(move |e: &Event| {
+        if matches!(e, Event::StepStarted { name: step, .. } if step == "pull")
+            && !once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            if let Some(engine) = slot.get().and_then(|w| w.upgrade()) {
+                assert!(engine.cancel(&name));
+            }
+        }
+    });
+    let e2 = Arc::new(new_engine(&b.db, Arc::default(), Some(hook)));
+    engine.set(Arc::downgrade(&e2)).unwrap();
+    let d = e2.deploy(&b.target, &b.images.v2).await.unwrap();
+    assert_eq!(d.status, "failed");
+    let err = d.error.unwrap();
+    assert!(
+        err.contains("cancelled before `image digest`") && err.contains("v1 is still serving"),
+        "{err}"
+    );
+    assert_eq!(answering(b.target.port).as_deref(), Some("v1"));
+    assert!(!e2.cancel(&b.target.name), "nothing is running any more");
+    // The lock was released: the next deploy goes through.
+    assert_ok(&e2.deploy(&b.target, &b.images.v2).await.unwrap());
+}
