@@ -939,6 +939,10 @@ impl Run<'_> {
             p.tag
         ));
         let r = async {
+            // A direct deploy still holds the host lock; after a workflow run, take it here.
+            if !self.locked.load(Ordering::SeqCst) {
+                back.take_lock(exec).await?;
+            }
             back.record_digest(exec, &p.tag).await?;
             back.switch_to(exec, &p.tag).await
         }
@@ -950,6 +954,9 @@ impl Run<'_> {
                 back.finish(false, Some(&format!("automatic rollback failed: {m}")))?
             }
         };
+        if back.locked.load(Ordering::SeqCst) {
+            let _ = back.step(exec, "unlock", &steps::unlock(self.target)).await;
+        }
         Ok(())
     }
 

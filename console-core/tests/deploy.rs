@@ -503,6 +503,36 @@ async fn ssh_session_streams_output_and_forwards_a_port() {
         "{e}"
     );
 
+    // A link that goes silent mid-command (no FIN, no RST) is noticed by the keepalives and
+    // becomes a retryable error instead of a hang (the step timeout here is 10 minutes).
+    let proxy = TcpProxy::start(([127, 0, 0, 1], b.sshd.port).into());
+    let mut quick = ssh.clone();
+    quick.port = proxy.port;
+    quick.keepalive = Duration::from_secs(1);
+    let dark = SshExecutor::connect(&quick).await.unwrap();
+    let freeze = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        proxy.freeze();
+    };
+    let t0 = Instant::now();
+    let long = console_core::command::Command::new("sleep").arg("60");
+    let mut ignore = |_: Stream, _: &str| {};
+    let (r, _) = tokio::join!(
+        dark.run(&long, Duration::from_secs(600), &mut ignore),
+        freeze
+    );
+    let e = r.unwrap_err();
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(
+        matches!(e, console_core::exec::ExecError::Disconnected { .. }) && e.is_retryable(),
+        "{e}"
+    );
+    assert!(
+        secs < 15.0,
+        "keepalives took {secs:.1} s to notice a dead link"
+    );
+    eprintln!("silent link noticed after {secs:.1} s (keepalive 1 s, 3 missed)");
+
     // A local port forward reaches the service, which listens on the host's loopback only.
     assert_ok(&b.engine.deploy(&b.target, &b.images.v1).await.unwrap());
     let session = SshSession::connect(ssh).await.unwrap();
@@ -623,6 +653,7 @@ async fn the_workflow_deploy_script_deploys_and_its_failures_are_recorded() {
             ("REGISTRY".into(), b.registry.addr.clone()),
             ("IMAGE_NAME".into(), b.images.repo.clone()),
             ("COMPOSE_DIR".into(), b.target.compose_dir.clone()),
+            ("READY_TIMEOUT_S".into(), "20".into()),
         ],
         tag: Mutex::new(None),
         pat: Secret::new(b.registry.password.clone()),
@@ -663,6 +694,25 @@ async fn the_workflow_deploy_script_deploys_and_its_failures_are_recorded() {
         d.error.as_deref().unwrap().contains("v2 is still serving"),
         "{d:?}"
     );
+    assert_eq!(b.answering().as_deref(), Some("v2"));
+    // A version that never becomes healthy: the script gives up after READY_TIMEOUT_S (it ran
+    // `down` and `up -d`), the run fails, nothing answers, so the engine rolls back to v2 itself.
+    let d = b
+        .engine
+        .deploy_via_workflow(&b.target, &b.images.broken, &runner)
+        .await
+        .unwrap();
+    assert_eq!(d.status, "failed");
+    assert!(
+        d.error.as_deref().unwrap().contains("returning to v2"),
+        "{d:?}"
+    );
+    let auto = &b.history().deployments(&b.target.name, 1).unwrap()[0];
+    assert_eq!(
+        (auto.trigger, auto.tag.as_str(), auto.rollback_of),
+        (Trigger::AutoRollback, "v2", Some(d.id))
+    );
+    assert_ok(auto);
     assert_eq!(b.answering().as_deref(), Some("v2"));
     // The script released the host lock on its way out (trap EXIT): a direct deploy goes through.
     assert_ok(&b.engine.rollback(&b.target, None).await.unwrap());

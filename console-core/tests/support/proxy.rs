@@ -19,6 +19,8 @@ pub struct TcpProxy {
 struct Shared {
     target: SocketAddr,
     cut: AtomicBool,
+    /// Bytes are read and dropped: the peer sees a silent link (no FIN, no RST).
+    frozen: AtomicBool,
     stop: AtomicBool,
     accepted: AtomicUsize,
     next_id: AtomicU64,
@@ -44,6 +46,7 @@ impl TcpProxy {
         let shared = Arc::new(Shared {
             target,
             cut: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
@@ -74,9 +77,16 @@ impl TcpProxy {
         self.shared.cut_all();
     }
 
-    /// Forwards new connections again.
+    /// Forwards new connections again (and un-freezes).
     pub fn restore(&self) {
         self.shared.cut.store(false, Ordering::SeqCst);
+        self.shared.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// Keeps every connection open but silently drops all bytes in both directions, like a link
+    /// that went dark: only keepalives or timeouts can notice.
+    pub fn freeze(&self) {
+        self.shared.frozen.store(true, Ordering::SeqCst);
     }
 
     /// How many connections the proxy has accepted so far (cut ones included).
@@ -151,7 +161,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let shared = shared.clone();
             let done = done.clone();
             thread::spawn(move || {
-                pipe(from, to);
+                pipe(from, to, &shared.frozen);
                 // The second direction to finish forgets the connection.
                 if done.fetch_add(1, Ordering::SeqCst) == 1 {
                     shared
@@ -166,7 +176,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Copies `from` to `to` until EOF or an error, then half-closes `to` (or closes both on error).
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
@@ -174,6 +184,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
                 let _ = to.shutdown(Shutdown::Write);
                 return;
             }
+            Ok(_) if frozen.load(Ordering::SeqCst) => {}
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
