@@ -13,6 +13,9 @@ APT_PACKAGES=(
   docker-registry # a local registry with htpasswd auth, standing in for GHCR
   apache2-utils   # htpasswd, to create the registry's bcrypt password file
   shellcheck      # actionlint checks run: blocks with it; a test checks the deploy script
+  gnome-keyring   # the OS keychain (Secret Service) the vault tests run against, on a private D-Bus
+  dbus-bin        # dbus-run-session: a private session bus for those tests
+  libsecret-tools # secret-tool: the tests read the keychain independently of the code under test
 )
 
 missing=()

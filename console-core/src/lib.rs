@@ -11,6 +11,7 @@ pub mod secret;
 pub mod ssh;
 pub mod steps;
 pub mod target;
+pub mod vault;
 pub mod workflow;
 
 pub use engine::{Engine, EngineError, Event};

@@ -1,0 +1,284 @@
+//! The vault: credentials in the OS keychain (`keyring`: the Secret Service on Linux, Keychain on
+//! macOS, Credential Manager on Windows) and nowhere else. Values are handed out as [`Secret`]s
+//! (zeroized on drop, redacted in `Debug`); listing shows names, never values. Without a usable
+//! keychain every call fails with a sentence saying how to fix it: there is no plaintext fallback.
+
+use std::fmt;
+
+use crate::secret::Secret;
+
+/// The keychain service name every entry of the console is filed under.
+pub const SERVICE: &str = "mlops-console";
+/// A non-secret entry listing the names stored (the keychain API cannot enumerate).
+const INDEX: &str = "index";
+
+/// What a stored credential is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SecretName {
+    AwsAccessKeyId,
+    AwsSecretAccessKey,
+    GithubToken,
+    GhcrToken,
+    /// The PEM private key for SSH to one host (by host name or address).
+    SshKey(String),
+}
+
+impl SecretName {
+    /// The keychain account name.
+    pub fn account(&self) -> String {
+        match self {
+            SecretName::AwsAccessKeyId => "aws-access-key-id".into(),
+            SecretName::AwsSecretAccessKey => "aws-secret-access-key".into(),
+            SecretName::GithubToken => "github-token".into(),
+            SecretName::GhcrToken => "ghcr-token".into(),
+            SecretName::SshKey(host) => format!("ssh-key/{host}"),
+        }
+    }
+
+    pub fn parse(account: &str) -> Option<SecretName> {
+        Some(match account {
+            "aws-access-key-id" => SecretName::AwsAccessKeyId,
+            "aws-secret-access-key" => SecretName::AwsSecretAccessKey,
+            "github-token" => SecretName::GithubToken,
+            "ghcr-token" => SecretName::GhcrToken,
+            other => SecretName::SshKey(
+                other
+                    .strip_prefix("ssh-key/")
+                    .filter(|h| !h.is_empty())?
+                    .to_string(),
+            ),
+        })
+    }
+
+    fn validate(&self, value: &Secret) -> Result<(), VaultError> {
+        let v = value.expose();
+        let bad = |why: &str| {
+            Err(VaultError::Invalid {
+                name: self.to_string(),
+                why: why.into(),
+            })
+        };
+        if v.trim().is_empty() {
+            return bad("the value is empty");
+        }
+        match self {
+            SecretName::SshKey(host) if host.trim().is_empty() => bad("the host name is empty"),
+            SecretName::SshKey(_)
+                if !v.contains("-----BEGIN") || !v.contains("PRIVATE KEY-----") =>
+            {
+                bad("not a PEM private key (expected `-----BEGIN ... PRIVATE KEY-----`)")
+            }
+            SecretName::AwsAccessKeyId
+                if !(16..=128).contains(&v.len())
+                    || !v.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                bad("an access key id is 16 to 128 letters and digits, e.g. AKIA…")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretName::AwsAccessKeyId => f.write_str("AWS access key id"),
+            SecretName::AwsSecretAccessKey => f.write_str("AWS secret access key"),
+            SecretName::GithubToken => f.write_str("GitHub token"),
+            SecretName::GhcrToken => f.write_str("GHCR token"),
+            SecretName::SshKey(h) => write!(f, "SSH key for {h}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("no OS keychain is available ({detail}). On Linux the console needs a Secret Service on the session D-Bus: install and start gnome-keyring (or KeePassXC with Secret Service enabled) and log in to a desktop session; nothing is stored until then")]
+    Unavailable { detail: String },
+    #[error("the OS keychain is locked ({detail}). Unlock the login keyring (log in to the desktop, or open Passwords and Keys) and try again")]
+    Locked { detail: String },
+    #[error("{name}: {why}")]
+    Invalid { name: String, why: String },
+    #[error("the OS keychain failed: {detail}")]
+    Platform { detail: String },
+}
+
+/// Maps a keyring error to one that says what to do, never carrying a secret's bytes.
+fn map_err(e: keyring::Error) -> VaultError {
+    use keyring::Error as E;
+    match e {
+        E::NoDefaultStore => VaultError::Unavailable {
+            detail: match keyring::Entry::store_status() {
+                Err(inner) => without_payload(inner),
+                Ok(()) => "no default store".into(),
+            },
+        },
+        E::NoStorageAccess(p) => VaultError::Locked {
+            detail: p.to_string(),
+        },
+        E::PlatformFailure(p) => {
+            let detail = p.to_string();
+            // zbus reports a missing bus or service as a platform failure.
+            if detail.contains("DBUS_SESSION_BUS_ADDRESS")
+                || detail.contains("org.freedesktop.secrets")
+                || detail.contains("No such file")
+            {
+                VaultError::Unavailable { detail }
+            } else {
+                VaultError::Platform { detail }
+            }
+        }
+        other => VaultError::Platform {
+            detail: without_payload(&other),
+        },
+    }
+}
+
+/// An error's description without any stored bytes it may carry (BadEncoding holds the secret).
+fn without_payload(e: &keyring::Error) -> String {
+    use keyring::Error as E;
+    match e {
+        E::BadEncoding(_) => "a stored value is not UTF-8".into(),
+        E::BadDataFormat(_, p) => format!("a stored value has an unexpected format: {p}"),
+        E::Ambiguous(v) => format!("{} entries match", v.len()),
+        other => other.to_string(),
+    }
+}
+
+pub struct Vault {
+    service: String,
+}
+
+impl Vault {
+    /// The console's vault.
+    pub fn new() -> Vault {
+        Vault::with_service(SERVICE)
+    }
+
+    /// A vault under another service name (tests, several profiles).
+    pub fn with_service(service: &str) -> Vault {
+        Vault {
+            service: service.into(),
+        }
+    }
+
+    fn entry(&self, account: &str) -> Result<keyring::Entry, VaultError> {
+        keyring::Entry::new(&self.service, account).map_err(map_err)
+    }
+
+    /// Checks that the keychain answers (reads the index), for a clear error before any flow starts.
+    pub fn check(&self) -> Result<(), VaultError> {
+        self.list().map(|_| ())
+    }
+
+    /// Stores or replaces `name`.
+    pub fn put(&self, name: &SecretName, value: &Secret) -> Result<(), VaultError> {
+        name.validate(value)?;
+        self.entry(&name.account())?
+            .set_password(value.expose())
+            .map_err(map_err)?;
+        let mut names = self.list()?;
+        if !names.contains(name) {
+            names.push(name.clone());
+            self.write_index(&names)?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &SecretName) -> Result<Option<Secret>, VaultError> {
+        match self.entry(&name.account())?.get_password() {
+            Ok(v) => Ok(Some(Secret::new(v))),
+            Err(keyring::Error::NoEntry) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Deletes `name`; false if it was not stored.
+    pub fn delete(&self, name: &SecretName) -> Result<bool, VaultError> {
+        let existed = match self.entry(&name.account())?.delete_credential() {
+            Ok(()) => true,
+            Err(keyring::Error::NoEntry) => false,
+            Err(e) => return Err(map_err(e)),
+        };
+        let mut names = self.list()?;
+        let before = names.len();
+        names.retain(|n| n != name);
+        if names.len() != before {
+            self.write_index(&names)?;
+        }
+        Ok(existed)
+    }
+
+    /// The names stored, sorted; no values.
+    pub fn list(&self) -> Result<Vec<SecretName>, VaultError> {
+        let raw = match self.entry(INDEX)?.get_password() {
+            Ok(v) => v,
+            Err(keyring::Error::NoEntry) => return Ok(Vec::new()),
+            Err(e) => return Err(map_err(e)),
+        };
+        let mut names: Vec<SecretName> = raw.lines().filter_map(SecretName::parse).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn write_index(&self, names: &[SecretName]) -> Result<(), VaultError> {
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        let text: Vec<String> = sorted.iter().map(SecretName::account).collect();
+        self.entry(INDEX)?
+            .set_password(&text.join("\n"))
+            .map_err(map_err)
+    }
+}
+
+impl Default for Vault {
+    fn default() -> Self {
+        Vault::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names_round_trip() {
+        for n in [
+            SecretName::AwsAccessKeyId,
+            SecretName::AwsSecretAccessKey,
+            SecretName::GithubToken,
+            SecretName::GhcrToken,
+            SecretName::SshKey("ec2-1-2-3-4.compute.amazonaws.com".into()),
+        ] {
+            assert_eq!(SecretName::parse(&n.account()), Some(n));
+        }
+        assert_eq!(SecretName::parse("ssh-key/"), None);
+        assert_eq!(SecretName::parse("index"), None);
+    }
+
+    #[test]
+    fn values_are_checked_before_they_are_stored() {
+        let pem = Secret::new(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n",
+        );
+        assert!(SecretName::SshKey("h".into()).validate(&pem).is_ok());
+        let e = SecretName::SshKey("h".into())
+            .validate(&Secret::new("ssh-ed25519 AAAA"))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("SSH key for h: not a PEM private key"),
+            "{e}"
+        );
+        assert!(SecretName::GithubToken
+            .validate(&Secret::new("  "))
+            .is_err());
+        assert!(SecretName::AwsAccessKeyId
+            .validate(&Secret::new("AKIAIOSFODNN7EXAMPLE"))
+            .is_ok());
+        assert!(SecretName::AwsAccessKeyId
+            .validate(&Secret::new("not a key"))
+            .is_err());
+    }
+}
