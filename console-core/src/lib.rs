@@ -5,6 +5,7 @@
 pub mod command;
 pub mod engine;
 pub mod exec;
+pub mod github;
 pub mod health;
 pub mod history;
 pub mod secret;

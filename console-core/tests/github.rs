@@ -1,0 +1,282 @@
+//! The GitHub client against the local GitHub double (`tests/doubles/github_double.py`), which
+//! answers with GitHub's documented shapes and decrypts every sealed box it receives with PyNaCl.
+//! (`tests/test_github_contract.py` holds the double against GitHub's OpenAPI description.)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use console_core::github::{
+    GitHub, GitHubError, Repo, Written, DEPLOY_SECRETS, FINGERPRINT_VARIABLE,
+};
+use console_core::Secret;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "ghp_doubleTestToken_0123456789abcdefghij";
+
+struct Double {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Double {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> String {
+    match std::env::var("MLOPS_VENV") {
+        Ok(v) if !v.is_empty() => format!("{v}/bin/python"),
+        _ => "python3".into(),
+    }
+}
+
+impl Double {
+    fn start() -> Option<Double> {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/doubles/github_double.py"
+        );
+        let spawned = Command::new(python())
+            .args([script, "--token-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => return skip(&format!("cannot start {}: {e}", python())),
+        };
+        // The token reaches the double on stdin, not on its command line.
+        writeln!(child.stdin.as_mut().unwrap(), "{TOKEN}").unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(port) = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+        else {
+            let _ = child.kill();
+            return skip(&format!("the GitHub double did not start (is PyNaCl installed? scripts/setup.sh installs it): {line:?}"));
+        };
+        let d = Double { child, port };
+        d.post("/_double/repos", json!({"full_name": "acme/inference"}));
+        d.post(
+            "/_double/repos",
+            json!({"full_name": "acme/read-only", "can_write": false}),
+        );
+        Some(d)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let data = body.map(|b| b.to_string()).unwrap_or_default();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{data}", data.len()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let r = console_core::health::parse_response(&raw).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.request("POST", path, Some(body))
+    }
+
+    fn state(&self) -> Value {
+        self.request("GET", "/_double/state", None)
+    }
+
+    fn fault(&self, method: &str, path_re: &str, status: u16, headers: Value, times: i64) {
+        self.post("/_double/faults", json!({"method": method, "path_re": path_re, "status": status, "headers": headers,
+            "body": {"message": format!("fault {status}"), "documentation_url": "https://docs.github.com/rest"}, "times": times}));
+    }
+}
+
+fn skip(why: &str) -> Option<Double> {
+    if std::env::var("MLOPS_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
+
+fn client(d: &Double, token: &str) -> GitHub {
+    let mut g = GitHub::new(&d.url(), &Secret::new(token)).unwrap();
+    g.max_wait = Duration::from_secs(5);
+    g
+}
+
+fn repo() -> Repo {
+    Repo::parse("acme/inference").unwrap()
+}
+
+fn deploy_secrets() -> Vec<(&'static str, Secret)> {
+    let values = [
+        "ec2-3-120-1-2.eu-central-1.compute.amazonaws.com",
+        "ubuntu",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAtestkeymaterial\n-----END RSA PRIVATE KEY-----\n",
+        "/home/ubuntu/inference",
+        "ghp_ghcrPackagesToken_abcdefghijklmnop",
+    ];
+    DEPLOY_SECRETS
+        .iter()
+        .copied()
+        .zip(values.map(Secret::new))
+        .collect()
+}
+
+#[tokio::test]
+async fn sets_the_deploy_secrets_sealed_so_github_can_read_them() {
+    let Some(d) = Double::start() else { return };
+    let g = client(&d, TOKEN);
+    g.check_secrets_access(&repo()).await.unwrap();
+    let secrets = deploy_secrets();
+    let refs: Vec<(&str, &Secret)> = secrets.iter().map(|(n, s)| (*n, s)).collect();
+    let first = g.set_secrets(&repo(), &refs).await.unwrap();
+    assert!(
+        first.iter().all(|(_, w)| *w == Written::Created),
+        "{first:?}"
+    );
+    let again = g.set_secrets(&repo(), &refs).await.unwrap();
+    assert!(
+        again.iter().all(|(_, w)| *w == Written::Updated),
+        "{again:?}"
+    );
+    assert_eq!(
+        g.set_variable(&repo(), FINGERPRINT_VARIABLE, "SHA256:abc")
+            .await
+            .unwrap(),
+        Written::Created
+    );
+    assert_eq!(
+        g.set_variable(&repo(), FINGERPRINT_VARIABLE, "SHA256:def")
+            .await
+            .unwrap(),
+        Written::Updated
+    );
+
+    let st = d.state();
+    let stored = &st["repos"]["acme/inference"];
+    for (name, value) in &secrets {
+        // Decrypted by the double with PyNaCl from what the client sent.
+        assert_eq!(
+            stored["secrets"][name].as_str(),
+            Some(value.expose()),
+            "{name}"
+        );
+    }
+    assert_eq!(stored["variables"][FINGERPRINT_VARIABLE], "SHA256:def");
+    // On the wire: the token only in the Authorization header, no secret value in any body.
+    let requests = st["requests"].as_array().unwrap();
+    for r in requests {
+        assert_eq!(r["authorization"], format!("Bearer {TOKEN}"));
+        assert_eq!(r["api_version"], "2022-11-28");
+        let body = r["body"].to_string();
+        for (_, v) in &secrets {
+            assert!(
+                !body.contains(v.expose().lines().nth(1).unwrap_or(v.expose())),
+                "plaintext in {body}"
+            );
+        }
+    }
+    let puts = requests.iter().filter(|r| r["method"] == "put").count();
+    assert_eq!(puts, 10);
+}
+
+#[tokio::test]
+async fn each_refusal_is_a_sentence_that_says_what_to_do() {
+    let Some(d) = Double::start() else { return };
+    let e = client(&d, "ghp_wrong")
+        .check_secrets_access(&repo())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, GitHubError::Unauthorized) && e.to_string().contains("Create a new token"),
+        "{e}"
+    );
+    let e = client(&d, TOKEN)
+        .check_secrets_access(&Repo::parse("acme/missing").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, GitHubError::NotFound { .. }) && e.to_string().contains("acme/missing"),
+        "{e}"
+    );
+    let e = client(&d, TOKEN)
+        .check_secrets_access(&Repo::parse("acme/read-only").unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("Secrets: Read and write"), "{e}");
+    let e = client(&d, TOKEN)
+        .set_secrets(&repo(), &[("GITHUB_TOKEN", &Secret::new("x"))])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not a valid secret or variable name"),
+        "{e}"
+    );
+    // Nothing was sent for the invalid name.
+    assert!(!d.state()["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["path"].as_str().unwrap().ends_with("/GITHUB_TOKEN")));
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_within_bounds() {
+    let Some(d) = Double::start() else { return };
+    let g = client(&d, TOKEN);
+    // 429 with retry-after: 1 → one wait, then success.
+    d.fault("get", "public-key$", 429, json!({"retry-after": "1"}), 1);
+    let t0 = Instant::now();
+    g.check_secrets_access(&repo()).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    // Primary limit exhausted for an hour: reported at once with the wait, not slept through.
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    d.fault(
+        "get",
+        "public-key$",
+        403,
+        json!({"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset.to_string()}),
+        1,
+    );
+    let t0 = Instant::now();
+    let e = g.check_secrets_access(&repo()).await.unwrap_err();
+    assert!(
+        matches!(e, GitHubError::RateLimited { wait_s, .. } if (3590..=3601).contains(&wait_s)),
+        "{e}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // Two 502s, then GitHub recovers.
+    d.fault("get", "public-key$", 502, json!({}), 2);
+    g.check_secrets_access(&repo()).await.unwrap();
+    // A 503 that does not go away: bounded attempts, then an error saying so.
+    d.fault("get", "public-key$", 503, json!({}), -1);
+    let e = g.check_secrets_access(&repo()).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GitHubError::Server {
+                status: 503,
+                tries: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("try again later"), "{e}");
+}

@@ -1,0 +1,110 @@
+"""Holds the GitHub double (tests/doubles/github_double.py) against GitHub's official OpenAPI
+description (../shared/reference/github-openapi-subset.json, cut from @octokit/openapi): every route
+it serves exists with that method, its success statuses are documented ones, its response bodies
+validate against the documented schemas, and the request bodies it accepts are the documented ones.
+Skips when that reference folder is absent (the project's tests must pass without it)."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.error
+import urllib.request
+from http.server import ThreadingHTTPServer
+
+import jsonschema
+import pytest
+from nacl.public import PublicKey, SealedBox
+
+from doubles import github_double as gd
+from support.project import REPO_ROOT
+
+SPEC_FILE = REPO_ROOT.parent / "shared" / "reference" / "github-openapi-subset.json"
+TOKEN = "contract-test-token"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    if not SPEC_FILE.exists():
+        pytest.skip(f"{SPEC_FILE} is not present; the contract check needs GitHub's OpenAPI description")
+    return json.loads(SPEC_FILE.read_text())
+
+
+@pytest.fixture()
+def double():
+    gd.Handler.state = gd.State(TOKEN)
+    gd.Handler.state.add_repo("acme/inference")
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), gd.Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def call(base: str, method: str, path: str, body=None, token: str = TOKEN):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method.upper(),
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, (json.loads(raw) if raw else None)
+
+
+def response_schema(spec, template: str, method: str, status: int):
+    resp = spec["paths"][template][method]["responses"][str(status)]
+    return resp.get("content", {}).get("application/json", {}).get("schema")
+
+
+def test_every_route_is_documented_with_its_success_statuses(spec):
+    for method, template, _rx, statuses in gd.ROUTES:
+        assert template in spec["paths"], f"{template} is not a GitHub path"
+        op = spec["paths"][template].get(method)
+        assert op is not None, f"GitHub has no {method.upper()} {template}"
+        for s in statuses:
+            if s < 300:
+                assert str(s) in op["responses"], f"{method.upper()} {template} never answers {s}"
+
+
+def test_responses_and_accepted_requests_match_the_description(spec, double):
+    base = "/repos/acme/inference/actions"
+    status, key = call(double, "get", f"{base}/secrets/public-key")
+    assert status == 200
+    jsonschema.validate(key, response_schema(spec, "/repos/{owner}/{repo}/actions/secrets/public-key", "get", 200))
+
+    # A request built exactly as the documentation describes: libsodium sealed box, base64, key_id.
+    sealed = SealedBox(PublicKey(base64.b64decode(key["key"]))).encrypt(b"s3cr3t")
+    body = {"encrypted_value": base64.b64encode(sealed).decode(), "key_id": key["key_id"]}
+    put_op = spec["paths"]["/repos/{owner}/{repo}/actions/secrets/{secret_name}"]["put"]
+    jsonschema.validate(body, put_op["requestBody"]["content"]["application/json"]["schema"])
+    status, created = call(double, "put", f"{base}/secrets/EC2_HOST", body)
+    assert status == 201
+    jsonschema.validate(created, response_schema(spec, "/repos/{owner}/{repo}/actions/secrets/{secret_name}", "put", 201))
+    status, updated = call(double, "put", f"{base}/secrets/EC2_HOST", body)
+    assert (status, updated) == (204, None)
+    assert gd.Handler.state.repos["acme/inference"]["secrets"]["EC2_HOST"] == "s3cr3t"
+
+    # A body the description rejects (no key_id) is refused by the double too.
+    bad = {"encrypted_value": body["encrypted_value"]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, put_op["requestBody"]["content"]["application/json"]["schema"])
+    assert call(double, "put", f"{base}/secrets/EC2_HOST", bad)[0] == 422
+
+    var = {"name": "EC2_HOST_FINGERPRINT", "value": "SHA256:abc"}
+    post_op = spec["paths"]["/repos/{owner}/{repo}/actions/variables"]["post"]
+    jsonschema.validate(var, post_op["requestBody"]["content"]["application/json"]["schema"])
+    assert call(double, "patch", f"{base}/variables/EC2_HOST_FINGERPRINT", var)[0] == 404
+    status, made = call(double, "post", f"{base}/variables", var)
+    assert status == 201
+    jsonschema.validate(made, response_schema(spec, "/repos/{owner}/{repo}/actions/variables", "post", 201))
+    assert call(double, "patch", f"{base}/variables/EC2_HOST_FINGERPRINT", {"value": "SHA256:def"})[0] == 204
+
+
+def test_authentication_and_missing_repositories_answer_like_github(double):
+    status, body = call(double, "get", "/repos/acme/inference/actions/secrets/public-key", token="wrong")
+    assert (status, body["message"]) == (401, "Bad credentials")
+    status, body = call(double, "get", "/repos/acme/nope/actions/secrets/public-key")
+    assert (status, body["message"]) == (404, "Not Found")
