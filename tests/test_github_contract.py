@@ -108,3 +108,44 @@ def test_authentication_and_missing_repositories_answer_like_github(double):
     assert (status, body["message"]) == (401, "Bad credentials")
     status, body = call(double, "get", "/repos/acme/nope/actions/secrets/public-key")
     assert (status, body["message"]) == (404, "Not Found")
+
+
+def _without_required(schema):
+    """The documented schema minus its `required` lists (and with OpenAPI's `nullable`): the double
+    returns the fields the console reads, each with its documented type, not all of GitHub's others."""
+    if isinstance(schema, dict):
+        out = {k: _without_required(v) for k, v in schema.items() if k != "required"}
+        # OpenAPI 3.0's `nullable: true` is JSON Schema's type [T, "null"].
+        if out.get("nullable") is True and isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(schema, list):
+        return [_without_required(v) for v in schema]
+    return schema
+
+
+def test_workflow_runs_match_the_description(spec, double):
+    base = "/repos/acme/inference/actions"
+    dispatch = {"ref": "main", "inputs": {"tag": "v1"}, "return_run_details": True}
+    op = spec["paths"]["/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches"]["post"]
+    jsonschema.validate(dispatch, op["requestBody"]["content"]["application/json"]["schema"])
+    status, details = call(double, "post", f"{base}/workflows/deploy.yml/dispatches", dispatch)
+    assert status == 200
+    jsonschema.validate(details, response_schema(spec, "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches", "post", 200))
+    run_id = details["workflow_run_id"]
+    assert call(double, "post", f"{base}/workflows/deploy.yml/dispatches", {"ref": "main", "inputs": {"tag": "v2"}}) == (204, None)
+
+    status, runs = call(double, "get", f"{base}/workflows/deploy.yml/runs?event=workflow_dispatch&branch=main")
+    assert status == 200 and runs["total_count"] == 2
+    jsonschema.validate(runs, _without_required(response_schema(spec, "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs", "get", 200)))
+    for _ in range(3):
+        status, run = call(double, "get", f"{base}/runs/{run_id}")
+        assert status == 200
+        jsonschema.validate(run, _without_required(response_schema(spec, "/repos/{owner}/{repo}/actions/runs/{run_id}", "get", 200)))
+    assert run["status"] == "completed" and run["conclusion"] == "success"
+    status, jobs = call(double, "get", f"{base}/runs/{run_id}/jobs")
+    assert status == 200
+    jsonschema.validate(jobs, _without_required(response_schema(spec, "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", "get", 200)))
+    assert "302" in spec["paths"]["/repos/{owner}/{repo}/actions/jobs/{job_id}/logs"]["get"]["responses"]
+    assert "202" in spec["paths"]["/repos/{owner}/{repo}/actions/runs/{run_id}/cancel"]["post"]["responses"]
+    assert "409" in spec["paths"]["/repos/{owner}/{repo}/actions/runs/{run_id}/cancel"]["post"]["responses"]

@@ -139,8 +139,9 @@ impl GitHub {
         })
     }
 
-    /// Sends one request, retrying what GitHub says to retry. Returns the status and body of a 2xx.
-    async fn send(
+    /// Sends one request, retrying what GitHub says to retry. Returns the status, headers and body
+    /// of a 2xx or 3xx answer.
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -148,7 +149,7 @@ impl GitHub {
         what: &str,
         needs: &str,
         repo: &Repo,
-    ) -> Result<(StatusCode, String), GitHubError> {
+    ) -> Result<(StatusCode, HeaderMap, String), GitHubError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -166,8 +167,8 @@ impl GitHub {
             let status = resp.status();
             let headers = resp.headers().clone();
             let text = self.client.body_to_string(resp).await.unwrap_or_default();
-            if status.is_success() {
-                return Ok((status, text));
+            if status.is_success() || status.is_redirection() {
+                return Ok((status, headers, text));
             }
             let message = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -229,7 +230,7 @@ impl GitHub {
         &self,
         repo: &Repo,
     ) -> Result<(String, crypto_box::PublicKey), GitHubError> {
-        let (_, body) = self
+        let (_, _, body) = self
             .send(
                 Method::GET,
                 &format!("/repos/{repo}/actions/secrets/public-key"),
@@ -277,7 +278,7 @@ impl GitHub {
             let body =
                 serde_json::json!({ "encrypted_value": B64.encode(sealed), "key_id": key_id });
             let what = format!("set the secret {name}");
-            let (status, _) = self
+            let (status, _, _) = self
                 .send(
                     Method::PUT,
                     &format!("/repos/{repo}/actions/secrets/{name}"),

@@ -6,6 +6,7 @@ pub mod command;
 pub mod engine;
 pub mod exec;
 pub mod github;
+pub mod github_workflow;
 pub mod health;
 pub mod history;
 pub mod secret;

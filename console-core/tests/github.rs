@@ -280,3 +280,87 @@ async fn rate_limits_and_server_errors_are_retried_within_bounds() {
     );
     assert!(e.to_string().contains("try again later"), "{e}");
 }
+
+fn workflow(d: &Double) -> console_core::github_workflow::GitHubWorkflow {
+    let mut w = console_core::github_workflow::GitHubWorkflow::new(
+        std::sync::Arc::new(client(d, TOKEN)),
+        repo(),
+        "deploy.yml",
+        "main",
+    );
+    w.poll = Duration::from_millis(50);
+    w
+}
+
+async fn follow(
+    w: &console_core::github_workflow::GitHubWorkflow,
+    tag: &str,
+) -> (i64, console_core::workflow::Conclusion, String) {
+    use console_core::workflow::WorkflowRunner;
+    let id = w.dispatch(tag).await.unwrap();
+    let mut seen = String::new();
+    let c = w.wait(id, &mut |_, t| seen.push_str(t)).await.unwrap();
+    (id, c, seen)
+}
+
+#[tokio::test]
+async fn dispatches_the_deploy_workflow_and_follows_the_run() {
+    let Some(d) = Double::start() else { return };
+    let w = workflow(&d);
+    let (id, c, seen) = follow(&w, "sha-abc123").await;
+    assert!(c.success, "{c:?}");
+    assert!(
+        seen.contains("queued") && seen.contains("in_progress") && seen.contains("completed"),
+        "{seen}"
+    );
+    let st = d.state();
+    let run = &st["runs"][id.to_string()];
+    assert_eq!(
+        (
+            run["inputs"]["tag"].as_str(),
+            run["ref"].as_str(),
+            run["workflow"].as_str()
+        ),
+        (Some("sha-abc123"), Some("main"), Some("deploy.yml"))
+    );
+
+    // Without run details (a 204), the run is found by its creation time.
+    d.post(
+        "/_double/next_run",
+        json!({"conclusion": "success", "log": "", "details": false}),
+    );
+    let (id2, c, _) = follow(&w, "sha-def456").await;
+    assert!(c.success && id2 != id, "{c:?}");
+    assert_eq!(
+        d.state()["runs"][id2.to_string()]["inputs"]["tag"],
+        "sha-def456"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_run_brings_its_log_and_a_run_can_be_cancelled() {
+    let Some(d) = Double::start() else { return };
+    let w = workflow(&d);
+    d.post("/_double/next_run", json!({"conclusion": "failure", "details": true,
+        "log": "2026-11-29T12:00:00Z Deploy to EC2\nError response from daemon: manifest for ghcr.io/acme/inference:v9 not found\n"}));
+    let (_, c, seen) = follow(&w, "v9").await;
+    assert!(!c.success && c.detail.starts_with("failure"), "{c:?}");
+    // The log came through the redirect to the signed URL, which refuses credentials.
+    assert!(
+        seen.contains("manifest for ghcr.io/acme/inference:v9 not found"),
+        "{seen}"
+    );
+
+    use console_core::workflow::WorkflowRunner;
+    d.post(
+        "/_double/next_run",
+        json!({"conclusion": "success", "log": "", "details": true}),
+    );
+    let id = w.dispatch("v10").await.unwrap();
+    w.cancel_run(id).await.unwrap();
+    let c = w.wait(id, &mut |_, _| {}).await.unwrap();
+    assert!(!c.success && c.detail.starts_with("cancelled"), "{c:?}");
+    // Cancelling a finished run is GitHub's 409, reported as such.
+    let e = w.cancel_run(id).await.unwrap_err();
+    assert!(e.to_string().contains("409"), "{e}");
+}

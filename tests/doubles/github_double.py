@@ -6,12 +6,20 @@ request and response shapes (docs.github.com/rest/actions/secrets and /actions/v
          body {encrypted_value: base64 libsodium sealed box, key_id}; 422 on a malformed body
   PATCH  /repos/{owner}/{repo}/actions/variables/{name}       204 | 404 when it does not exist
   POST   /repos/{owner}/{repo}/actions/variables              201 {} | 409 when it exists
+  POST   /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches  200 {workflow_run_id, run_url,
+         html_url} with return_run_details | 204; 422 without ref or the `tag` input
+  GET    /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs  200 {total_count, workflow_runs}
+  GET    /repos/{owner}/{repo}/actions/runs/{run_id}           200 run {id, status, conclusion, ...}
+  GET    /repos/{owner}/{repo}/actions/runs/{run_id}/jobs      200 {total_count, jobs}
+  GET    /repos/{owner}/{repo}/actions/jobs/{job_id}/logs      302 Location: signed log URL
+  POST   /repos/{owner}/{repo}/actions/runs/{run_id}/cancel    202 | 409 when already completed
   errors 401 {"message": "Bad credentials"}, 403 (missing permission), 404 {"message": "Not Found"},
          429 / 403 rate limits with retry-after or x-ratelimit-* headers, 5xx
 
 It holds each repository's real Curve25519 key pair and decrypts every received sealed box with
-PyNaCl, so a test can check that GitHub could read what the client sent. Test-only control
-endpoints live under /_double/ (configure repositories and faults, read what was received).
+PyNaCl, so a test can check that GitHub could read what the client sent. Workflow runs go
+queued → in_progress → completed one step per poll; job logs redirect (302) to a "signed URL" that
+refuses requests carrying credentials. Test-only control endpoints live under /_double/ (configure repositories and faults, read what was received).
 ROUTES is read by tests/test_github_contract.py, which holds it against GitHub's OpenAPI description.
 
   python tests/doubles/github_double.py --token TOKEN   # prints "listening on PORT", serves 127.0.0.1
@@ -39,6 +47,18 @@ ROUTES = [
      r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/variables/(?P<name>[^/]+)$", [204]),
     ("post", "/repos/{owner}/{repo}/actions/variables",
      r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/variables$", [201]),
+    ("post", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches",
+     r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/workflows/(?P<wf>[^/]+)/dispatches$", [200, 204]),
+    ("get", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs",
+     r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/workflows/(?P<wf>[^/]+)/runs$", [200]),
+    ("get", "/repos/{owner}/{repo}/actions/runs/{run_id}",
+     r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/runs/(?P<run>[0-9]+)$", [200]),
+    ("get", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
+     r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/runs/(?P<run>[0-9]+)/jobs$", [200]),
+    ("get", "/repos/{owner}/{repo}/actions/jobs/{job_id}/logs",
+     r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/jobs/(?P<job>[0-9]+)/logs$", [302]),
+    ("post", "/repos/{owner}/{repo}/actions/runs/{run_id}/cancel",
+     r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/runs/(?P<run>[0-9]+)/cancel$", [202]),
 ]
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BASE64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")
@@ -54,6 +74,11 @@ class State:
         # [{"method", "path_re", "status", "headers", "body", "times"}]
         self.faults: list[dict] = []
         self.requests: list[dict] = []
+        # workflow runs: id -> {"repo", "workflow", "ref", "inputs", "created_at", "polls", "conclusion",
+        #                       "log", "cancelled"}
+        self.runs: dict[int, dict] = {}
+        # what the next dispatched run will do
+        self.next_run = {"conclusion": "success", "log": "deployed\n", "details": True}
 
     def add_repo(self, full: str, can_write: bool = True) -> None:
         with self.lock:
@@ -189,6 +214,102 @@ class Handler(BaseHTTPRequestHandler):
             repo["variables"][body["name"].upper()] = body["value"]
         return self._send(201, {})
 
+    def _run_json(self, run_id: int, run: dict) -> dict:
+        host = self.headers.get("host", "127.0.0.1")
+        return {"id": run_id, "name": "deploy", "run_number": run_id - 9000, "event": "workflow_dispatch",
+                "status": run["status"], "conclusion": run["conclusion_now"], "head_branch": run["ref"],
+                "path": f".github/workflows/{run['workflow']}", "created_at": run["created_at"],
+                "updated_at": run["created_at"], "url": f"http://{host}/repos/{run['repo']}/actions/runs/{run_id}",
+                "html_url": f"https://github.com/{run['repo']}/actions/runs/{run_id}"}
+
+    def _advance(self, run: dict) -> None:
+        """queued → in_progress → completed, one step per poll (a cancelled run completes at once)."""
+        run["polls"] += 1
+        if run["cancelled"]:
+            run["status"], run["conclusion_now"] = "completed", "cancelled"
+        elif run["polls"] >= 3:
+            run["status"], run["conclusion_now"] = "completed", run["conclusion"]
+        elif run["polls"] == 2:
+            run["status"] = "in_progress"
+
+    # POST dispatch
+    def _post_4(self, match, body):
+        full = f"{match['owner']}/{match['repo']}"
+        if self._repo(match) is None:
+            return self._not_found()
+        if not isinstance(body, dict) or not isinstance(body.get("ref"), str):
+            return self._send(422, {"message": "Invalid request.\n\n\"ref\" is required"})
+        if not isinstance(body.get("inputs", {}), dict) or "tag" not in body.get("inputs", {}):
+            return self._send(422, {"message": "Required input 'tag' not provided"})
+        with self.state.lock:
+            run_id = 9001 + len(self.state.runs)
+            nr = self.state.next_run
+            self.state.runs[run_id] = {
+                "repo": full, "workflow": match["wf"], "ref": body["ref"], "inputs": body["inputs"],
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "polls": 0,
+                "status": "queued", "conclusion_now": None, "conclusion": nr["conclusion"], "log": nr["log"],
+                "cancelled": False}
+            details = nr.get("details", True)
+        if body.get("return_run_details") and details:
+            host = self.headers.get("host", "127.0.0.1")
+            return self._send(200, {"workflow_run_id": run_id,
+                                    "run_url": f"http://{host}/repos/{full}/actions/runs/{run_id}",
+                                    "html_url": f"https://github.com/{full}/actions/runs/{run_id}"})
+        return self._send(204)
+
+    # GET workflow runs (newest first), filtered by event, branch and created>=
+    def _get_5(self, match, _body):
+        from urllib.parse import parse_qs, urlparse
+        q = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
+        full = f"{match['owner']}/{match['repo']}"
+        with self.state.lock:
+            runs = [(i, r) for i, r in sorted(self.state.runs.items(), reverse=True)
+                    if r["repo"] == full and r["workflow"] == match["wf"]
+                    and q.get("event", "workflow_dispatch") == "workflow_dispatch"
+                    and q.get("branch", r["ref"]) == r["ref"]
+                    and r["created_at"] >= q.get("created", ">=").removeprefix(">=")]
+            items = [self._run_json(i, r) for i, r in runs]
+        return self._send(200, {"total_count": len(items), "workflow_runs": items})
+
+    # GET one run
+    def _get_6(self, match, _body):
+        with self.state.lock:
+            run = self.state.runs.get(int(match["run"]))
+            if run is None:
+                return self._not_found()
+            self._advance(run)
+            out = self._run_json(int(match["run"]), run)
+        return self._send(200, out)
+
+    # GET jobs of a run
+    def _get_7(self, match, _body):
+        with self.state.lock:
+            run = self.state.runs.get(int(match["run"]))
+            if run is None:
+                return self._not_found()
+            done = run["status"] == "completed"
+            job = {"id": int(match["run"]) * 10, "run_id": int(match["run"]), "name": "deploy",
+                   "status": run["status"], "conclusion": run["conclusion_now"],
+                   "steps": [{"name": "Deploy to EC2", "status": run["status"], "conclusion": run["conclusion_now"],
+                              "number": 2}] if done else []}
+        return self._send(200, {"total_count": 1, "jobs": [job]})
+
+    # GET job logs: 302 to a signed URL on another host (here /_double/blob, which refuses auth)
+    def _get_8(self, match, _body):
+        host = self.headers.get("host", "127.0.0.1")
+        return self._send(302, None, {"location": f"http://{host}/_double/blob/{match['job']}?sig=abc"})
+
+    # POST cancel
+    def _post_9(self, match, _body):
+        with self.state.lock:
+            run = self.state.runs.get(int(match["run"]))
+            if run is None:
+                return self._not_found()
+            if run["status"] == "completed":
+                return self._send(409, {"message": "Cannot cancel a workflow run that is completed."})
+            run["cancelled"] = True
+        return self._send(202, {})
+
     def _control(self, method, path, body):
         st = self.state
         if method == "post" and path == "/_double/repos":
@@ -198,10 +319,29 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 st.faults.append(body)
             return self._send(200, {})
+        if method == "post" and path == "/_double/next_run":
+            with st.lock:
+                st.next_run = body
+            return self._send(200, {})
+        if method == "get" and path.startswith("/_double/blob/"):
+            # The signed log URL: no GitHub credentials may be sent here.
+            if self.headers.get("authorization"):
+                return self._send(400, {"message": "credentials sent to the log storage host"})
+            job = int(path.rsplit("/", 1)[1])
+            with st.lock:
+                run = st.runs.get(job // 10)
+            data = (run or {}).get("log", "").encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return None
         if method == "get" and path == "/_double/state":
             with st.lock:
                 return self._send(200, {
                     "repos": {k: {"secrets": v["secrets"], "variables": v["variables"]} for k, v in st.repos.items()},
+                    "runs": {str(k): {kk: vv for kk, vv in v.items()} for k, v in st.runs.items()},
                     "requests": st.requests,
                 })
         return self._send(404, {"message": "unknown control endpoint"})
