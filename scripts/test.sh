@@ -15,6 +15,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 # One release build serves every test: the Rust tests, and the system tests that put the same
 # binary into a container image.
+# The tests need optimised code (the system tests run the binary under load), not link-time
+# optimisation: without LTO each test binary links in seconds instead of minutes. Benchmarks and
+# scripts/run.sh keep the full release profile.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 step "cargo test (release)"
 # The deploy tests need the Docker engine; here its absence is a failure, not a skip.
 export MLOPS_REQUIRE_DOCKER=1
