@@ -3,6 +3,7 @@
 //! headless against real stand-ins (sshd, a registry, the Docker engine).
 
 pub mod command;
+pub mod ec2;
 pub mod engine;
 pub mod exec;
 pub mod github;
