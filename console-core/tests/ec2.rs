@@ -346,3 +346,100 @@ async fn refused_credentials_are_a_sentence_that_says_what_to_do() {
     assert!(matches!(e, Ec2Error::Credentials { .. }), "{e:?}");
     assert!(e.to_string().contains("Check the access key"), "{e}");
 }
+
+#[tokio::test]
+async fn the_cloudwatch_reader_returns_the_host_and_service_series() {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+    use console_core::cloudwatch::{host_queries, service_queries, Reader};
+
+    let Some(moto) = Moto::start(&[]) else { return };
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing-secret",
+            None,
+            None,
+            "static",
+        ))
+        .load()
+        .await;
+    let cw = aws_sdk_cloudwatch::Client::new(&conf);
+    // EC2 publishes no datapoints in moto: put a realistic hour of them, one a minute.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 60
+        * 60;
+    let dim = |k: &str, v: &str| Dimension::builder().name(k).value(v).build();
+    for m in 1..=30i64 {
+        let t = DateTime::from_secs(now - m * 60);
+        cw.put_metric_data()
+            .namespace("AWS/EC2")
+            .metric_data(
+                MetricDatum::builder()
+                    .metric_name("CPUUtilization")
+                    .dimensions(dim("InstanceId", "i-0abc"))
+                    .timestamp(t)
+                    .value(10.0 + m as f64)
+                    .unit(StandardUnit::Percent)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        cw.put_metric_data()
+            .namespace("MLOps/Inference")
+            .metric_data(
+                MetricDatum::builder()
+                    .metric_name("RequestCount")
+                    .dimensions(dim("Service", "inference"))
+                    .dimensions(dim("ModelVersion", "v1"))
+                    .timestamp(t)
+                    .value(100.0)
+                    .unit(StandardUnit::Count)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let reader = Reader::new(cw);
+    let host = reader
+        .last(&host_queries("i-0abc"), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let cpu = host.iter().find(|s| s.id == "cpu").unwrap();
+    assert_eq!(cpu.points.len(), 30, "{cpu:?}");
+    assert!(
+        cpu.points.windows(2).all(|w| w[0].0 < w[1].0),
+        "oldest first"
+    );
+    assert_eq!(cpu.points.last().unwrap().1, 11.0);
+    assert!(
+        host.iter()
+            .find(|s| s.id == "mem_used")
+            .unwrap()
+            .points
+            .is_empty(),
+        "no agent, no memory series"
+    );
+    let svc = reader
+        .last(
+            &service_queries("MLOps/Inference", "inference", "v1"),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    let req = svc.iter().find(|s| s.id == "requests").unwrap();
+    assert_eq!(req.points.len(), 30);
+    assert!(req.points.iter().all(|p| p.1 == 100.0));
+    let e = reader
+        .read(&host_queries("i-0abc"), now, now - 60)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("ends before it starts"), "{e}");
+}

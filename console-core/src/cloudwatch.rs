@@ -1,0 +1,276 @@
+//! CloudWatch reader for the dashboard: EC2's own metrics for the host (CPUUtilization,
+//! NetworkIn/Out, StatusCheckFailed, and the CloudWatch agent's memory and disk when it runs) and
+//! the inference service's namespace, through GetMetricData with the period matched to the range.
+//! (`aws-sdk-cloudwatch` stays at 1.99.0, the last release on the query protocol; see
+//! inference-image/Cargo.toml.)
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+use aws_sdk_cloudwatch::Client;
+
+/// One series to read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Query {
+    /// Short id, `[a-z][a-zA-Z0-9_]*` (CloudWatch's rule for query ids).
+    pub id: String,
+    pub namespace: String,
+    pub metric: String,
+    pub dimensions: Vec<(String, String)>,
+    /// Average, Maximum, Minimum, Sum or SampleCount.
+    pub stat: String,
+}
+
+impl Query {
+    fn new(id: &str, namespace: &str, metric: &str, dims: &[(&str, &str)], stat: &str) -> Query {
+        Query {
+            id: id.into(),
+            namespace: namespace.into(),
+            metric: metric.into(),
+            dimensions: dims
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            stat: stat.into(),
+        }
+    }
+}
+
+/// The host's series: EC2's own, plus the CloudWatch agent's memory and root-disk use (empty
+/// series when the agent is not installed).
+pub fn host_queries(instance_id: &str) -> Vec<Query> {
+    let i = [("InstanceId", instance_id)];
+    vec![
+        Query::new("cpu", "AWS/EC2", "CPUUtilization", &i, "Average"),
+        Query::new("net_in", "AWS/EC2", "NetworkIn", &i, "Sum"),
+        Query::new("net_out", "AWS/EC2", "NetworkOut", &i, "Sum"),
+        Query::new(
+            "status_failed",
+            "AWS/EC2",
+            "StatusCheckFailed",
+            &i,
+            "Maximum",
+        ),
+        Query::new("mem_used", "CWAgent", "mem_used_percent", &i, "Average"),
+        Query::new(
+            "disk_used",
+            "CWAgent",
+            "disk_used_percent",
+            &[("InstanceId", instance_id), ("path", "/")],
+            "Average",
+        ),
+    ]
+}
+
+/// The inference service's series, as its publisher names them (dimensions Service, ModelVersion).
+pub fn service_queries(namespace: &str, service: &str, model_version: &str) -> Vec<Query> {
+    let d = [("Service", service), ("ModelVersion", model_version)];
+    [
+        ("requests", "RequestCount", "Sum"),
+        ("error_rate", "ErrorRate", "Average"),
+        ("latency_p99", "LatencyP99", "Maximum"),
+        ("anomaly_rate", "AnomalyRate", "Average"),
+        ("recon_p95", "ReconstructionErrorP95", "Average"),
+        ("drifted", "DriftedFeatures", "Maximum"),
+        ("missing", "MissingValues", "Sum"),
+        ("invalid", "InvalidValues", "Sum"),
+    ]
+    .iter()
+    .map(|(id, m, s)| Query::new(id, namespace, m, &d, s))
+    .collect()
+}
+
+/// The period (seconds) for a time range: about 360 points at most, a multiple of 60, and no finer
+/// than CloudWatch keeps data (1-minute data for 15 days, 5-minute for 63, hourly after).
+pub fn period_for(range: Duration, age_of_start: Duration) -> i32 {
+    let by_points = (range.as_secs() / 360).max(60);
+    let by_retention = match age_of_start.as_secs() {
+        s if s <= 15 * 86_400 => 60,
+        s if s <= 63 * 86_400 => 300,
+        _ => 3600,
+    };
+    let p = by_points.max(by_retention);
+    (p.div_ceil(60) * 60) as i32
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub id: String,
+    pub label: String,
+    /// (Unix seconds, value), oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudWatchError {
+    #[error("AWS refused the credentials ({code}: {message}). Check the access key in the console, or refresh your AWS profile's session")]
+    Credentials { code: String, message: String },
+    #[error("reading CloudWatch metrics failed: {code}: {message}")]
+    Aws { code: String, message: String },
+    #[error("{0}")]
+    BadInput(String),
+}
+
+pub struct Reader {
+    client: Client,
+}
+
+impl Reader {
+    pub fn new(client: Client) -> Reader {
+        Reader { client }
+    }
+
+    /// Reads `queries` over the last `range` (ending now).
+    pub async fn last(
+        &self,
+        queries: &[Query],
+        range: Duration,
+    ) -> Result<Vec<Series>, CloudWatchError> {
+        let end = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0) as i64;
+        self.read(queries, end - range.as_secs() as i64, end).await
+    }
+
+    /// Reads `queries` between two Unix times, following pagination.
+    pub async fn read(
+        &self,
+        queries: &[Query],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Series>, CloudWatchError> {
+        if end <= start {
+            return Err(CloudWatchError::BadInput(
+                "the time range ends before it starts".into(),
+            ));
+        }
+        if queries.is_empty() || queries.len() > 500 {
+            return Err(CloudWatchError::BadInput(format!(
+                "{} queries: GetMetricData takes 1 to 500",
+                queries.len()
+            )));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0) as i64;
+        let period = period_for(
+            Duration::from_secs((end - start) as u64),
+            Duration::from_secs((now - start).max(0) as u64),
+        );
+        let built: Vec<MetricDataQuery> = queries
+            .iter()
+            .map(|q| {
+                let mut metric = Metric::builder()
+                    .namespace(&q.namespace)
+                    .metric_name(&q.metric);
+                for (k, v) in &q.dimensions {
+                    metric = metric.dimensions(Dimension::builder().name(k).value(v).build());
+                }
+                MetricDataQuery::builder()
+                    .id(&q.id)
+                    .metric_stat(
+                        MetricStat::builder()
+                            .metric(metric.build())
+                            .period(period)
+                            .stat(&q.stat)
+                            .build(),
+                    )
+                    .return_data(true)
+                    .build()
+            })
+            .collect();
+        let mut series: Vec<Series> = queries
+            .iter()
+            .map(|q| Series {
+                id: q.id.clone(),
+                label: q.metric.clone(),
+                points: Vec::new(),
+            })
+            .collect();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .get_metric_data()
+                .set_metric_data_queries(Some(built.clone()))
+                .start_time(DateTime::from_secs(start))
+                .end_time(DateTime::from_secs(end))
+                .scan_by(ScanBy::TimestampAscending)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    let code = e.code().unwrap_or("no response").to_string();
+                    let message = e
+                        .message()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{e:?}").chars().take(300).collect());
+                    match code.as_str() {
+                        "AuthFailure"
+                        | "ExpiredToken"
+                        | "InvalidClientTokenId"
+                        | "SignatureDoesNotMatch"
+                        | "UnrecognizedClientException" => {
+                            CloudWatchError::Credentials { code, message }
+                        }
+                        _ => CloudWatchError::Aws { code, message },
+                    }
+                })?;
+            for r in out.metric_data_results() {
+                let Some(s) = series.iter_mut().find(|s| Some(s.id.as_str()) == r.id()) else {
+                    continue;
+                };
+                s.points.extend(
+                    r.timestamps()
+                        .iter()
+                        .map(|t| t.secs())
+                        .zip(r.values().iter().copied()),
+                );
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        for s in &mut series {
+            s.points.sort_by_key(|p| p.0);
+            s.points.dedup_by_key(|p| p.0);
+        }
+        Ok(series)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_follow_range_and_retention() {
+        let h = Duration::from_secs(3600);
+        assert_eq!(period_for(h, h), 60);
+        assert_eq!(period_for(6 * h, 6 * h), 60);
+        assert_eq!(period_for(24 * h, 24 * h), 240);
+        assert_eq!(period_for(7 * 24 * h, 7 * 24 * h), 1680);
+        // A range starting 20 days ago: 1-minute data is gone, 5-minute is the finest.
+        assert_eq!(period_for(h, 20 * 24 * h), 300);
+        assert_eq!(period_for(h, 90 * 24 * h), 3600);
+        for p in [
+            period_for(5 * h + Duration::from_secs(7), h),
+            period_for(3 * 24 * h + Duration::from_secs(11), h),
+        ] {
+            assert_eq!(p % 60, 0);
+        }
+    }
+
+    #[test]
+    fn queries_name_the_published_series() {
+        let q = service_queries("MLOps/Inference", "inference", "wbc-autoencoder@1");
+        assert!(q.iter().any(|q| q.metric == "ReconstructionErrorP95"));
+        assert!(q.iter().all(|q| q.dimensions.len() == 2));
+        assert_eq!(host_queries("i-1")[0].metric, "CPUUtilization");
+    }
+}
