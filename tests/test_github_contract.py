@@ -149,3 +149,28 @@ def test_workflow_runs_match_the_description(spec, double):
     assert "302" in spec["paths"]["/repos/{owner}/{repo}/actions/jobs/{job_id}/logs"]["get"]["responses"]
     assert "202" in spec["paths"]["/repos/{owner}/{repo}/actions/runs/{run_id}/cancel"]["post"]["responses"]
     assert "409" in spec["paths"]["/repos/{owner}/{repo}/actions/runs/{run_id}/cancel"]["post"]["responses"]
+
+
+def test_contents_match_the_description(spec, double):
+    path = "/repos/acme/inference/contents/.github/workflows/deploy.yml"
+    op = spec["paths"]["/repos/{owner}/{repo}/contents/{path}"]
+    assert call(double, "get", path)[0] == 404
+    put = {"message": "Deploy workflow", "content": base64.b64encode(b"name: deploy\n").decode(), "branch": "main"}
+    jsonschema.validate(put, op["put"]["requestBody"]["content"]["application/json"]["schema"])
+    status, created = call(double, "put", path, put)
+    assert status == 201
+    jsonschema.validate(created, _without_required(op["put"]["responses"]["201"]["content"]["application/json"]["schema"]))
+    status, file = call(double, "get", path + "?ref=main")
+    assert status == 200
+    # The one documented shape of a file: every required field of "Content File", strictly.
+    file_schema = next(b for b in op["get"]["responses"]["200"]["content"]["application/json"]["schema"]["oneOf"]
+                       if b.get("title") == "Content File")
+    jsonschema.validate(file, file_schema)
+    assert base64.b64decode(file["content"]) == b"name: deploy\n"
+    # Updating needs the current blob sha; a stale one is GitHub's 409.
+    assert call(double, "put", path, put)[0] == 422
+    assert "409" in op["put"]["responses"]
+    assert call(double, "put", path, {**put, "sha": "0" * 40})[0] == 409
+    status, updated = call(double, "put", path, {**put, "sha": file["sha"]})
+    assert status == 200
+    jsonschema.validate(updated, _without_required(op["put"]["responses"]["200"]["content"]["application/json"]["schema"]))

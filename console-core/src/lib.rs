@@ -17,6 +17,7 @@ pub mod steps;
 pub mod target;
 pub mod vault;
 pub mod workflow;
+pub mod workflow_file;
 
 pub use engine::{Engine, EngineError, Event};
 pub use history::{Deployment, History, Trigger};

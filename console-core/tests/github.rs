@@ -364,3 +364,83 @@ async fn a_failed_run_brings_its_log_and_a_run_can_be_cancelled() {
     let e = w.cancel_run(id).await.unwrap_err();
     assert!(e.to_string().contains("409"), "{e}");
 }
+
+#[tokio::test]
+async fn installs_the_deploy_workflow_and_shows_the_difference_first() {
+    use console_core::workflow_file::{WorkflowState, WORKFLOW, WORKFLOW_PATH};
+    let Some(d) = Double::start() else { return };
+    let g = client(&d, TOKEN);
+    assert_eq!(
+        g.workflow_state(&repo(), "main").await.unwrap(),
+        WorkflowState::Missing
+    );
+    assert_eq!(
+        g.install_workflow(&repo(), "main", None).await.unwrap(),
+        Written::Created
+    );
+    assert_eq!(
+        d.state()["repos"]["acme/inference"]["files"][WORKFLOW_PATH],
+        WORKFLOW
+    );
+    assert_eq!(
+        g.workflow_state(&repo(), "main").await.unwrap(),
+        WorkflowState::UpToDate
+    );
+
+    // Someone edited it: the diff shows their line going and ours coming back.
+    let theirs = WORKFLOW.replace("command_timeout: 10m", "command_timeout: 30m");
+    d.post(
+        "/_double/file",
+        json!({"full_name": "acme/inference", "path": WORKFLOW_PATH, "text": theirs}),
+    );
+    let WorkflowState::Outdated { diff, sha } = g.workflow_state(&repo(), "main").await.unwrap()
+    else {
+        panic!("expected outdated")
+    };
+    assert!(
+        diff.contains("- ")
+            && diff.contains("command_timeout: 30m")
+            && diff.contains("+ ")
+            && diff.contains("command_timeout: 10m"),
+        "{diff}"
+    );
+    assert_eq!(
+        diff.lines()
+            .filter(|l| l.starts_with("- ") || l.starts_with("+ "))
+            .count(),
+        2,
+        "{diff}"
+    );
+    // It changes again before the user confirms: the stale sha is refused, nothing is overwritten.
+    let newer = theirs.replace("timeout-minutes: 15", "timeout-minutes: 20");
+    d.post(
+        "/_double/file",
+        json!({"full_name": "acme/inference", "path": WORKFLOW_PATH, "text": newer}),
+    );
+    let e = g
+        .install_workflow(&repo(), "main", Some(&sha))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("changed since it was compared"),
+        "{e}"
+    );
+    assert_eq!(
+        d.state()["repos"]["acme/inference"]["files"][WORKFLOW_PATH],
+        newer.as_str()
+    );
+    let WorkflowState::Outdated { sha, .. } = g.workflow_state(&repo(), "main").await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        g.install_workflow(&repo(), "main", Some(&sha))
+            .await
+            .unwrap(),
+        Written::Updated
+    );
+    assert_eq!(
+        g.workflow_state(&repo(), "main").await.unwrap(),
+        WorkflowState::UpToDate
+    );
+}

@@ -13,6 +13,9 @@ request and response shapes (docs.github.com/rest/actions/secrets and /actions/v
   GET    /repos/{owner}/{repo}/actions/runs/{run_id}/jobs      200 {total_count, jobs}
   GET    /repos/{owner}/{repo}/actions/jobs/{job_id}/logs      302 Location: signed log URL
   POST   /repos/{owner}/{repo}/actions/runs/{run_id}/cancel    202 | 409 when already completed
+  GET    /repos/{owner}/{repo}/contents/{path}                 200 file {content base64, sha, ...} | 404
+  PUT    /repos/{owner}/{repo}/contents/{path}                 201 created | 200 updated (needs the blob
+         sha) | 409 stale sha | 422
   errors 401 {"message": "Bad credentials"}, 403 (missing permission), 404 {"message": "Not Found"},
          429 / 403 rate limits with retry-after or x-ratelimit-* headers, 5xx
 
@@ -59,6 +62,10 @@ ROUTES = [
      r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/jobs/(?P<job>[0-9]+)/logs$", [302]),
     ("post", "/repos/{owner}/{repo}/actions/runs/{run_id}/cancel",
      r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/runs/(?P<run>[0-9]+)/cancel$", [202]),
+    ("get", "/repos/{owner}/{repo}/contents/{path}",
+     r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/contents/(?P<path>.+)$", [200]),
+    ("put", "/repos/{owner}/{repo}/contents/{path}",
+     r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/contents/(?P<path>.+)$", [200, 201]),
 ]
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BASE64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")
@@ -310,6 +317,60 @@ class Handler(BaseHTTPRequestHandler):
             run["cancelled"] = True
         return self._send(202, {})
 
+    def _file_json(self, full: str, path: str, data: bytes) -> dict:
+        import hashlib
+        sha = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git's blob id
+        host = self.headers.get("host", "127.0.0.1")
+        url = f"http://{host}/repos/{full}/contents/{path}"
+        html = f"https://github.com/{full}/blob/main/{path}"
+        git = f"http://{host}/repos/{full}/git/blobs/{sha}"
+        return {"type": "file", "encoding": "base64", "size": len(data), "name": path.rsplit("/", 1)[-1],
+                "path": path, "content": base64.encodebytes(data).decode(), "sha": sha, "url": url,
+                "git_url": git, "html_url": html,
+                "download_url": f"https://raw.githubusercontent.com/{full}/main/{path}",
+                "_links": {"self": url, "git": git, "html": html}}
+
+    # GET a file's contents (on the default branch, or ?ref=)
+    def _get_10(self, match, _body):
+        repo = self._repo(match)
+        if repo is None:
+            return self._not_found()
+        with self.state.lock:
+            data = repo.setdefault("files", {}).get(match["path"])
+        if data is None:
+            return self._not_found()
+        return self._send(200, self._file_json(f"{match['owner']}/{match['repo']}", match["path"], data))
+
+    # PUT a file: create (201) or, with the current blob sha, update (200); a stale sha is 409
+    def _put_11(self, match, body):
+        repo = self._repo(match)
+        if repo is None:
+            return self._not_found()
+        if not repo["can_write"]:
+            return self._send(403, {"message": "Resource not accessible by personal access token"})
+        if not isinstance(body, dict) or not isinstance(body.get("message"), str) or not isinstance(body.get("content"), str):
+            return self._send(422, {"message": "Invalid request.\n\n\"message\", \"content\" are required"})
+        try:
+            data = base64.b64decode(body["content"], validate=True)
+        except Exception:  # noqa: BLE001
+            return self._send(422, {"message": "content is not valid Base64"})
+        full = f"{match['owner']}/{match['repo']}"
+        with self.state.lock:
+            files = repo.setdefault("files", {})
+            old = files.get(match["path"])
+            if old is not None:
+                current = self._file_json(full, match["path"], old)["sha"]
+                if body.get("sha") is None:
+                    return self._send(422, {"message": "Invalid request.\n\n\"sha\" wasn't supplied."})
+                if body["sha"] != current:
+                    return self._send(409, {"message": f"{match['path']} does not match {body['sha']}"})
+            files[match["path"]] = data
+            repo.setdefault("commits", []).append(body["message"])
+        out = {"content": {k: v for k, v in self._file_json(full, match["path"], data).items()
+                           if k not in ("content", "encoding")},
+               "commit": {"sha": "0" * 40, "message": body["message"]}}
+        return self._send(201 if old is None else 200, out)
+
     def _control(self, method, path, body):
         st = self.state
         if method == "post" and path == "/_double/repos":
@@ -318,6 +379,10 @@ class Handler(BaseHTTPRequestHandler):
         if method == "post" and path == "/_double/faults":
             with st.lock:
                 st.faults.append(body)
+            return self._send(200, {})
+        if method == "post" and path == "/_double/file":
+            with st.lock:
+                st.repos[body["full_name"]].setdefault("files", {})[body["path"]] = body["text"].encode()
             return self._send(200, {})
         if method == "post" and path == "/_double/next_run":
             with st.lock:
@@ -340,7 +405,9 @@ class Handler(BaseHTTPRequestHandler):
         if method == "get" and path == "/_double/state":
             with st.lock:
                 return self._send(200, {
-                    "repos": {k: {"secrets": v["secrets"], "variables": v["variables"]} for k, v in st.repos.items()},
+                    "repos": {k: {"secrets": v["secrets"], "variables": v["variables"],
+                                  "files": {p: d.decode() for p, d in v.get("files", {}).items()},
+                                  "commits": v.get("commits", [])} for k, v in st.repos.items()},
                     "runs": {str(k): {kk: vv for kk, vv in v.items()} for k, v in st.runs.items()},
                     "requests": st.requests,
                 })
