@@ -443,3 +443,44 @@ async fn the_cloudwatch_reader_returns_the_host_and_service_series() {
         .unwrap_err();
     assert!(e.to_string().contains("ends before it starts"), "{e}");
 }
+
+/// A one-shot HTTP server on loopback answering `body` (standing in for checkip.amazonaws.com).
+fn echo_server(body: &'static str) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = l.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}/")
+}
+
+#[tokio::test]
+async fn the_callers_address_becomes_a_32_block() {
+    use console_core::ec2::detect_caller_cidr;
+    assert_eq!(
+        detect_caller_cidr(&echo_server("203.0.113.9\n"))
+            .await
+            .unwrap(),
+        "203.0.113.9/32"
+    );
+    let e = detect_caller_cidr(&echo_server("<html>captive portal</html>"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not an IPv4 address") && e.to_string().contains("type it instead"),
+        "{e}"
+    );
+    let e = detect_caller_cidr(&echo_server("10.0.0.7"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a public address"), "{e}");
+}
