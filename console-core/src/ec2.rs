@@ -676,6 +676,41 @@ pub fn parse_host_key_fingerprints(console: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Where the caller's public address is asked for (AWS's own echo service).
+pub const CHECKIP_URL: &str = "https://checkip.amazonaws.com/";
+
+/// The caller's public IPv4 address as a /32 block, from an echo service such as [`CHECKIP_URL`]
+/// (the user can always type the address instead).
+pub async fn detect_caller_cidr(url: &str) -> Result<String, Ec2Error> {
+    let fail = |m: String| {
+        Ec2Error::BadInput(format!("could not detect your public address from {url}: {m}; type it instead (e.g. 203.0.113.7/32)"))
+    };
+    let client = octocrab::Octocrab::builder()
+        .build()
+        .map_err(|e| fail(format!("{e:?}")))?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client._get(url))
+        .await
+        .map_err(|_| fail("no answer within 10 s".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("it answered {}", resp.status())));
+    }
+    let body = client
+        .body_to_string(resp)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let ip: std::net::Ipv4Addr = body.trim().parse().map_err(|_| {
+        fail(format!(
+            "the answer {:?} is not an IPv4 address",
+            body.trim().chars().take(40).collect::<String>()
+        ))
+    })?;
+    if ip.is_private() || ip.is_loopback() || ip.is_unspecified() {
+        return Err(fail(format!("{ip} is not a public address")));
+    }
+    Ok(format!("{ip}/32"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,39 +797,4 @@ ci-info: no authorized SSH keys fingerprints found for user ubuntu.\n\
         s.key = KeySource::Import("-----BEGIN".into());
         assert!(s.validate().is_err());
     }
-}
-
-/// Where the caller's public address is asked for (AWS's own echo service).
-pub const CHECKIP_URL: &str = "https://checkip.amazonaws.com/";
-
-/// The caller's public IPv4 address as a /32 block, from an echo service such as [`CHECKIP_URL`]
-/// (the user can always type the address instead).
-pub async fn detect_caller_cidr(url: &str) -> Result<String, Ec2Error> {
-    let fail = |m: String| {
-        Ec2Error::BadInput(format!("could not detect your public address from {url}: {m}; type it instead (e.g. 203.0.113.7/32)"))
-    };
-    let client = octocrab::Octocrab::builder()
-        .build()
-        .map_err(|e| fail(format!("{e:?}")))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), client._get(url))
-        .await
-        .map_err(|_| fail("no answer within 10 s".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("it answered {}", resp.status())));
-    }
-    let body = client
-        .body_to_string(resp)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let ip: std::net::Ipv4Addr = body.trim().parse().map_err(|_| {
-        fail(format!(
-            "the answer {:?} is not an IPv4 address",
-            body.trim().chars().take(40).collect::<String>()
-        ))
-    })?;
-    if ip.is_private() || ip.is_loopback() || ip.is_unspecified() {
-        return Err(fail(format!("{ip} is not a public address")));
-    }
-    Ok(format!("{ip}/32"))
 }
