@@ -484,3 +484,44 @@ async fn the_callers_address_becomes_a_32_block() {
         .unwrap_err();
     assert!(e.to_string().contains("not a public address"), "{e}");
 }
+
+#[tokio::test]
+async fn credentials_come_from_a_profile_or_the_vault_keys() {
+    use aws_credential_types::provider::ProvideCredentials;
+    use console_core::aws::{AwsAuth, AwsTarget};
+    let dir = tempfile::tempdir().unwrap();
+    let (config, creds) = (dir.path().join("config"), dir.path().join("credentials"));
+    std::fs::write(&config, "[profile staging]\nregion = eu-central-1\n").unwrap();
+    std::fs::write(&creds, "[staging]\naws_access_key_id = AKIASTAGING000000001\naws_secret_access_key = staging-secret\n").unwrap();
+    let target = |auth| AwsTarget {
+        region: "us-east-1".into(),
+        auth,
+        endpoint: None,
+        profile_files: Some((config.clone(), creds.clone())),
+    };
+    let key_of = |conf: aws_config::SdkConfig| async move {
+        conf.credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .map(|c| c.access_key_id().to_string())
+    };
+    assert_eq!(
+        key_of(target(AwsAuth::Profile("staging".into())).load().await)
+            .await
+            .unwrap(),
+        "AKIASTAGING000000001"
+    );
+    let keys = AwsAuth::Keys {
+        access_key_id: Secret::new("AKIAVAULTKEY00000001"),
+        secret_access_key: Secret::new("vault-secret"),
+    };
+    assert_eq!(
+        key_of(target(keys).load().await).await.unwrap(),
+        "AKIAVAULTKEY00000001"
+    );
+    let e = key_of(target(AwsAuth::Profile("missing".into())).load().await)
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("missing"), "{e:?}");
+}
