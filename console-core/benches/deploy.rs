@@ -7,8 +7,7 @@
 //!
 //!   source scripts/env.sh && cargo bench -p console-core --bench deploy
 
-// The benchmark uses the harness's sshd, registry and images, not all of its exports.
-#[allow(unused_imports)]
+// The benchmark uses the harness's sshd, registry and images.
 #[path = "../tests/support/mod.rs"]
 mod support;
 

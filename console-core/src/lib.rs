@@ -12,6 +12,7 @@ pub mod github;
 pub mod github_workflow;
 pub mod health;
 pub mod history;
+pub mod repo_setup;
 pub mod secret;
 pub mod ssh;
 pub mod steps;

@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod support;
+
 use console_core::vault::{SecretName, Vault, VaultError};
 use console_core::Secret;
 
@@ -291,4 +293,95 @@ fn inner_locked() {
         .unwrap_err();
     assert!(matches!(e, VaultError::Locked { .. }), "{e:?}");
     assert!(e.to_string().contains("Unlock the login keyring"), "{e}");
+}
+
+#[test]
+fn configures_the_repository_from_the_vault() {
+    if !tools_or_skip() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    run_inner(
+        "inner_configure_repository",
+        home.path(),
+        true,
+        &unlock_prelude(),
+    );
+}
+
+#[test]
+#[ignore = "run by configures_the_repository_from_the_vault inside a private keychain"]
+fn inner_configure_repository() {
+    use console_core::github::{GitHub, Repo, Written};
+    use console_core::repo_setup::{configure_repository, HostFacts, SetupError};
+    use console_core::workflow_file::{WorkflowState, WORKFLOW, WORKFLOW_PATH};
+    if !is_inner() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _runtime = rt.enter(); // octocrab's client starts a task when it is built
+    let Some(d) = support::github_double::Double::start() else {
+        return;
+    };
+    let gh = GitHub::new(&d.url(), &Secret::new(support::github_double::TOKEN)).unwrap();
+    let repo = Repo::parse("acme/inference").unwrap();
+    let v = Vault::with_service("mlops-console-test");
+    let host = HostFacts {
+        host: "ec2-3-120-1-2.eu-central-1.compute.amazonaws.com".into(),
+        user: "ubuntu".into(),
+        compose_dir: "/home/ubuntu/inference".into(),
+        fingerprint: "SHA256:Qm9vYmFyYmF6cXV4cXV1eHF1dXhmb29iYXJiYXp4eHg".into(),
+    };
+    v.put(&SecretName::SshKey(host.host.clone()), &pem())
+        .unwrap();
+    // No GHCR token yet: refused before anything is sent.
+    let e = rt
+        .block_on(configure_repository(&gh, &v, &repo, "main", &host))
+        .unwrap_err();
+    assert!(
+        matches!(e, SetupError::Missing(_)) && e.to_string().contains("GHCR token"),
+        "{e}"
+    );
+    assert!(d.state()["requests"].as_array().unwrap().is_empty());
+
+    v.put(&SecretName::GhcrToken, &Secret::new(VALUES[2]))
+        .unwrap();
+    let r = rt
+        .block_on(configure_repository(&gh, &v, &repo, "main", &host))
+        .unwrap();
+    assert_eq!(r.secrets.len(), 5);
+    assert_eq!(
+        (r.variable, r.workflow_before.clone(), r.workflow_written),
+        (
+            Written::Created,
+            WorkflowState::Missing,
+            Some(Written::Created)
+        )
+    );
+    let st = d.state();
+    let got = &st["repos"]["acme/inference"];
+    // What GitHub decrypted is what the keychain holds.
+    assert_eq!(got["secrets"]["EC2_SSH_KEY"].as_str(), Some(pem().expose()));
+    assert_eq!(got["secrets"]["GHCR_PAT"].as_str(), Some(VALUES[2]));
+    assert_eq!(
+        got["secrets"]["EC2_HOST"].as_str(),
+        Some(host.host.as_str())
+    );
+    assert_eq!(
+        got["variables"]["EC2_HOST_FINGERPRINT"].as_str(),
+        Some(host.fingerprint.as_str())
+    );
+    assert_eq!(got["files"][WORKFLOW_PATH].as_str(), Some(WORKFLOW));
+    // A second run updates the secrets and leaves the (current) workflow alone.
+    let again = rt
+        .block_on(configure_repository(&gh, &v, &repo, "main", &host))
+        .unwrap();
+    assert!(again.secrets.iter().all(|(_, w)| *w == Written::Updated));
+    assert_eq!(
+        (again.workflow_before, again.workflow_written),
+        (WorkflowState::UpToDate, None)
+    );
 }

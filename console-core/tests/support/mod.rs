@@ -8,9 +8,10 @@
 //! dropped, or anything left behind when a test binary is killed) are handled by a watchdog: each
 //! server is started together with a small `sh` loop that kills it and removes its temp dir within
 //! about a second after the test process has gone.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod bed;
+pub mod github_double;
 pub mod images;
 pub mod proxy;
 pub mod registry;
