@@ -343,37 +343,50 @@ impl Run<'_> {
         self.engine.audit(self.target, Some(self.id), msg);
     }
 
+    /// Records a step as started and tells the UI; returns its number and start time.
+    fn open_step(&self, name: &str, command: &str) -> Result<(i64, Instant), HistoryError> {
+        let seq = self.engine.history.step_started(self.id, name, command)?;
+        self.engine.emit(Event::StepStarted {
+            id: self.id,
+            seq,
+            name: name.into(),
+            command: command.into(),
+        });
+        Ok((seq, Instant::now()))
+    }
+
+    /// Records how a step ended and tells the UI.
+    fn close_step(
+        &self,
+        (seq, start): (i64, Instant),
+        ok: bool,
+        exit_code: Option<i32>,
+        output: &str,
+    ) -> Result<(), HistoryError> {
+        self.engine
+            .history
+            .step_finished(self.id, seq, ok, exit_code, output)?;
+        self.engine.emit(Event::StepFinished {
+            id: self.id,
+            seq,
+            ok,
+            exit_code,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        Ok(())
+    }
+
     async fn connect(&self) -> Result<Box<dyn Executor>, Stop> {
         match &self.target.host {
             Host::Local => Ok(Box::new(LocalExecutor)),
             Host::Ssh(t) => {
-                let seq = self.engine.history.step_started(
-                    self.id,
-                    "connect",
-                    &format!("ssh {}", t.label()),
-                )?;
-                let start = Instant::now();
-                self.engine.emit(Event::StepStarted {
-                    id: self.id,
-                    seq,
-                    name: "connect".into(),
-                    command: format!("ssh {}", t.label()),
-                });
+                let step = self.open_step("connect", &format!("ssh {}", t.label()))?;
                 let r = SshExecutor::connect(t).await;
                 let msg = match &r {
                     Ok(_) => format!("connected, host key {}", t.host_fingerprint),
                     Err(e) => e.to_string(),
                 };
-                self.engine
-                    .history
-                    .step_finished(self.id, seq, r.is_ok(), None, &msg)?;
-                self.engine.emit(Event::StepFinished {
-                    id: self.id,
-                    seq,
-                    ok: r.is_ok(),
-                    exit_code: None,
-                    seconds: start.elapsed().as_secs_f64(),
-                });
+                self.close_step(step, r.is_ok(), None, &msg)?;
                 match r {
                     Ok(e) => Ok(Box::new(e)),
                     Err(e) => Err(Stop::Failed(format!("could not connect: {e}"))),
@@ -382,22 +395,10 @@ impl Run<'_> {
         }
     }
 
-    /// Runs one command as a recorded step. Ok(exit status, stdout); a lost connection is `Stop::Lost`.
-    async fn step(
-        &self,
-        exec: &dyn Executor,
-        name: &str,
-        cmd: &Command,
-    ) -> Result<(i32, String), Stop> {
-        let shown = cmd.to_string();
-        let seq = self.engine.history.step_started(self.id, name, &shown)?;
-        self.engine.emit(Event::StepStarted {
-            id: self.id,
-            seq,
-            name: name.into(),
-            command: shown,
-        });
-        let start = Instant::now();
+    /// Runs one command as a recorded step; a lost connection is `Stop::Lost`.
+    async fn step(&self, exec: &dyn Executor, name: &str, cmd: &Command) -> Result<StepRun, Stop> {
+        let step = self.open_step(name, &cmd.to_string())?;
+        let seq = step.0;
         let mut all = String::new();
         let mut stdout = String::new();
         let secrets = self.secrets();
@@ -417,33 +418,24 @@ impl Run<'_> {
             })
             .await;
         let kept = tail(&all, OUTPUT_KEEP);
-        let seconds = start.elapsed().as_secs_f64();
         match r {
             Ok(code) => {
-                self.engine
-                    .history
-                    .step_finished(self.id, seq, code == 0, Some(code), &kept)?;
-                self.engine.emit(Event::StepFinished {
-                    id: self.id,
-                    seq,
-                    ok: code == 0,
-                    exit_code: Some(code),
-                    seconds,
-                });
-                Ok((code, stdout))
+                self.close_step(step, code == 0, Some(code), &kept)?;
+                let last_line = all
+                    .lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(str::to_string);
+                Ok(StepRun {
+                    code,
+                    stdout,
+                    last_line,
+                })
             }
             Err(e) => {
                 let msg = format!("{kept}{}{e}", if kept.is_empty() { "" } else { "\n" });
-                self.engine
-                    .history
-                    .step_finished(self.id, seq, false, None, &msg)?;
-                self.engine.emit(Event::StepFinished {
-                    id: self.id,
-                    seq,
-                    ok: false,
-                    exit_code: None,
-                    seconds,
-                });
+                self.close_step(step, false, None, &msg)?;
                 Err(match e {
                     ExecError::Disconnected { .. } => Stop::Lost(format!("step `{name}`: {e}")),
                     other => Stop::Failed(format!("step `{name}`: {other}")),
@@ -454,23 +446,19 @@ impl Run<'_> {
 
     /// A step that must exit 0.
     async fn must(&self, exec: &dyn Executor, name: &str, cmd: &Command) -> Result<String, Stop> {
-        let (code, out) = self.step(exec, name, cmd).await?;
+        let StepRun {
+            code,
+            stdout,
+            last_line,
+        } = self.step(exec, name, cmd).await?;
         if code != 0 {
             // The error quotes the last line the command printed.
-            let said = self.engine.history.steps(self.id)?.last().and_then(|s| {
-                s.output
-                    .lines()
-                    .rev()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .map(str::to_string)
-            });
-            return Err(Stop::Failed(match said {
+            return Err(Stop::Failed(match last_line {
                 Some(line) => format!("step `{name}` failed (exit status {code}): {line}"),
                 None => format!("step `{name}` failed (exit status {code})"),
             }));
         }
-        Ok(out)
+        Ok(stdout)
     }
 
     /// Stops the run before `next` if the user cancelled it.
@@ -495,7 +483,9 @@ impl Run<'_> {
 
     async fn take_lock(&self, exec: &dyn Executor) -> Result<(), Stop> {
         let owner = format!("console {} deployment {}", self.engine.console_id, self.id);
-        let (code, out) = self
+        let StepRun {
+            code, stdout: out, ..
+        } = self
             .step(exec, "lock", &steps::lock(self.target, &owner))
             .await?;
         match code {
@@ -545,7 +535,9 @@ impl Run<'_> {
     }
 
     async fn record_digest(&self, exec: &dyn Executor, tag: &str) -> Result<(), Stop> {
-        let (code, out) = self
+        let StepRun {
+            code, stdout: out, ..
+        } = self
             .step(
                 exec,
                 "image digest",
@@ -587,30 +579,13 @@ impl Run<'_> {
         tag: &str,
     ) -> Result<f64, Stop> {
         let what = format!("GET /readyz and /v1/model on 127.0.0.1:{port} until it serves {tag}");
-        let seq = self.engine.history.step_started(self.id, name, &what)?;
-        self.engine.emit(Event::StepStarted {
-            id: self.id,
-            seq,
-            name: name.into(),
-            command: what,
-        });
-        let start = Instant::now();
+        let step = self.open_step(name, &what)?;
         let r = health::wait_ready(exec, port, tag, self.target.ready_timeout).await;
-        let seconds = start.elapsed().as_secs_f64();
         let msg = match &r {
             Ok(s) => format!("ready after {s:.1} s"),
             Err(e) => e.clone(),
         };
-        self.engine
-            .history
-            .step_finished(self.id, seq, r.is_ok(), None, &msg)?;
-        self.engine.emit(Event::StepFinished {
-            id: self.id,
-            seq,
-            ok: r.is_ok(),
-            exit_code: None,
-            seconds,
-        });
+        self.close_step(step, r.is_ok(), None, &msg)?;
         r.map_err(|e| Stop::Failed(format!("{tag} failed its health gate: {e}")))
     }
 
@@ -716,34 +691,21 @@ impl Run<'_> {
     }
 
     async fn through_workflow(&self, runner: &dyn WorkflowRunner, tag: &str) -> Result<bool, Stop> {
-        let seq = self.engine.history.step_started(
-            self.id,
+        let step = self.open_step(
             "dispatch workflow",
             &format!("{} tag={tag}", runner.describe()),
         )?;
-        let start = Instant::now();
         let run_id = runner.dispatch(tag).await;
         let msg = match &run_id {
             Ok(id) => format!("run {id}"),
             Err(e) => e.clone(),
         };
-        self.engine
-            .history
-            .step_finished(self.id, seq, run_id.is_ok(), None, &msg)?;
-        self.engine.emit(Event::StepFinished {
-            id: self.id,
-            seq,
-            ok: run_id.is_ok(),
-            exit_code: None,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+        self.close_step(step, run_id.is_ok(), None, &msg)?;
         let run_id =
             run_id.map_err(|e| Stop::Failed(format!("could not start the workflow: {e}")))?;
         self.engine.history.set_github_run(self.id, run_id)?;
-        let seq =
-            self.engine
-                .history
-                .step_started(self.id, "workflow run", &format!("run {run_id}"))?;
+        let step = self.open_step("workflow run", &format!("run {run_id}"))?;
+        let seq = step.0;
         let mut log = String::new();
         let secrets = self.secrets();
         let r = runner
@@ -763,20 +725,12 @@ impl Run<'_> {
             Ok(c) => format!("concluded: {}", c.detail),
             Err(e) => e.clone(),
         };
-        self.engine.history.step_finished(
-            self.id,
-            seq,
+        self.close_step(
+            step,
             ok,
             None,
             &format!("{}\n{detail}", tail(&log, OUTPUT_KEEP)),
         )?;
-        self.engine.emit(Event::StepFinished {
-            id: self.id,
-            seq,
-            ok,
-            exit_code: None,
-            seconds: start.elapsed().as_secs_f64(),
-        });
         self.audit(&format!("workflow run {run_id} {detail}"));
         Ok(ok)
     }
@@ -989,9 +943,10 @@ impl Run<'_> {
             .map(str::trim)
             .filter(|t| ours.contains(*t) && !keep.contains(*t))
         {
-            let (code, _) = self
+            let code = self
                 .step(exec, "prune image", &steps::remove_image(self.target, tag))
-                .await?;
+                .await?
+                .code;
             if code == 0 {
                 self.audit(&format!("pruned {}", steps::image_ref(self.target, tag)));
             }
@@ -1009,6 +964,14 @@ fn previous_any(run: &Run<'_>) -> Result<Option<Deployment>, EngineError> {
         .healthy_versions(&run.target.name)?
         .into_iter()
         .find(|d| d.tag != own))
+}
+
+/// What a command step returned.
+struct StepRun {
+    code: i32,
+    stdout: String,
+    /// The last non-empty line it printed (stdout or stderr), redacted.
+    last_line: Option<String>,
 }
 
 /// How the host work went.
