@@ -49,10 +49,10 @@ mod tests {
 
     #[test]
     fn debug_hides_the_value() {
-        let s = Secret::new("ghp_supersecretvalue");
+        let s = Secret::new("value-under-test");
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{:?}", Some(s.clone())), "Some(Secret(***))");
-        assert_eq!(s.expose(), "ghp_supersecretvalue");
+        assert_eq!(s.expose(), "value-under-test");
     }
 
     #[test]

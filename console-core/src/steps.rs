@@ -174,7 +174,7 @@ mod tests {
         t.registry = Some(RegistryAuth {
             server: "ghcr.io".into(),
             user: "octocat".into(),
-            token: Secret::new("ghp_123456789"),
+            token: Secret::new("token-under-test"),
         });
         t
     }
@@ -201,8 +201,8 @@ mod tests {
                 "--password-stdin"
             ]
         );
-        assert!(matches!(&l.stdin, Stdin::Secret(s) if s.expose() == "ghp_123456789"));
-        assert!(!l.to_string().contains("ghp_"));
+        assert!(matches!(&l.stdin, Stdin::Secret(s) if s.expose() == "token-under-test"));
+        assert!(!l.to_string().contains("token-under-test"));
         assert_eq!(
             inspect_digest(&t, "v2").argv(),
             [

@@ -13,6 +13,8 @@ use aws_sdk_ec2::types::Filter;
 use console_core::ec2::{Ec2Error, HostSpec, KeySource, Provisioner, STACK_TAG};
 use console_core::Secret;
 
+mod support;
+
 struct Moto {
     child: Child,
     port: u16,
@@ -264,7 +266,7 @@ async fn a_half_finished_run_resumes_and_teardown_removes_exactly_the_stack() {
     let p = Provisioner::new(client.clone());
     let ok = |_: &Secret| -> Result<(), String> { Ok(()) };
     let mut imported = spec("staging");
-    imported.key = KeySource::Import("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb0mR1hQ4aJ0c4w0zZc5tXc3Wc2m9cY0R3cKq8cYk1a you@laptop".into());
+    imported.key = KeySource::Import(support::fresh_ssh_key(false).1);
     let other = p
         .provision(&spec("other"), &ok, &mut |_| {}, WAIT)
         .await
@@ -338,7 +340,7 @@ async fn refused_credentials_are_a_sentence_that_says_what_to_do() {
     let Some(moto) = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]) else {
         return;
     };
-    let p = Provisioner::new(moto.client("AKIAEXPIREDKEY000000").await);
+    let p = Provisioner::new(moto.client(&support::test_key_id()).await);
     let e = p
         .provision(&spec("x"), &|_: &Secret| Ok(()), &mut |_| {}, WAIT)
         .await
@@ -492,7 +494,15 @@ async fn credentials_come_from_a_profile_or_the_vault_keys() {
     let dir = tempfile::tempdir().unwrap();
     let (config, creds) = (dir.path().join("config"), dir.path().join("credentials"));
     std::fs::write(&config, "[profile staging]\nregion = eu-central-1\n").unwrap();
-    std::fs::write(&creds, "[staging]\naws_access_key_id = AKIASTAGING000000001\naws_secret_access_key = staging-secret\n").unwrap();
+    let (profile_key, vault_key) = (support::test_key_id(), support::test_key_id());
+    std::fs::write(
+        &creds,
+        format!(
+            "[staging]\naws_access_key_id = {profile_key}\naws_secret_access_key = {}\n",
+            support::test_token("aws-test-secret")
+        ),
+    )
+    .unwrap();
     let target = |auth| AwsTarget {
         region: "us-east-1".into(),
         auth,
@@ -510,16 +520,13 @@ async fn credentials_come_from_a_profile_or_the_vault_keys() {
         key_of(target(AwsAuth::Profile("staging".into())).load().await)
             .await
             .unwrap(),
-        "AKIASTAGING000000001"
+        profile_key
     );
     let keys = AwsAuth::Keys {
-        access_key_id: Secret::new("AKIAVAULTKEY00000001"),
-        secret_access_key: Secret::new("vault-secret"),
+        access_key_id: Secret::new(vault_key.clone()),
+        secret_access_key: Secret::new(support::test_token("aws-test-secret")),
     };
-    assert_eq!(
-        key_of(target(keys).load().await).await.unwrap(),
-        "AKIAVAULTKEY00000001"
-    );
+    assert_eq!(key_of(target(keys).load().await).await.unwrap(), vault_key);
     let e = key_of(target(AwsAuth::Profile("missing".into())).load().await)
         .await
         .unwrap_err();

@@ -12,7 +12,7 @@ use serde_json::json;
 
 mod support;
 
-use support::github_double::{Double, TOKEN};
+use support::github_double::{token, Double};
 
 fn client(d: &Double, token: &str) -> GitHub {
     let mut g = GitHub::new(&d.url(), &Secret::new(token)).unwrap();
@@ -26,11 +26,11 @@ fn repo() -> Repo {
 
 fn deploy_secrets() -> Vec<(&'static str, Secret)> {
     let values = [
-        "ec2-3-120-1-2.eu-central-1.compute.amazonaws.com",
-        "ubuntu",
-        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAtestkeymaterial\n-----END RSA PRIVATE KEY-----\n",
-        "/home/ubuntu/inference",
-        "ghp_ghcrPackagesToken_abcdefghijklmnop",
+        "ec2-3-120-1-2.eu-central-1.compute.amazonaws.com".to_string(),
+        "ubuntu".to_string(),
+        support::fresh_ssh_key(true).0,
+        "/home/ubuntu/inference".to_string(),
+        support::test_token("ghcr-test-token"),
     ];
     DEPLOY_SECRETS
         .iter()
@@ -42,7 +42,7 @@ fn deploy_secrets() -> Vec<(&'static str, Secret)> {
 #[tokio::test]
 async fn sets_the_deploy_secrets_sealed_so_github_can_read_them() {
     let Some(d) = Double::start() else { return };
-    let g = client(&d, TOKEN);
+    let g = client(&d, token());
     g.check_secrets_access(&repo()).await.unwrap();
     let secrets = deploy_secrets();
     let refs: Vec<(&str, &Secret)> = secrets.iter().map(|(n, s)| (*n, s)).collect();
@@ -83,7 +83,7 @@ async fn sets_the_deploy_secrets_sealed_so_github_can_read_them() {
     // On the wire: the token only in the Authorization header, no secret value in any body.
     let requests = st["requests"].as_array().unwrap();
     for r in requests {
-        assert_eq!(r["authorization"], format!("Bearer {TOKEN}"));
+        assert_eq!(r["authorization"], format!("Bearer {}", token()));
         assert_eq!(r["api_version"], "2022-11-28");
         let body = r["body"].to_string();
         for (_, v) in &secrets {
@@ -100,7 +100,7 @@ async fn sets_the_deploy_secrets_sealed_so_github_can_read_them() {
 #[tokio::test]
 async fn each_refusal_is_a_sentence_that_says_what_to_do() {
     let Some(d) = Double::start() else { return };
-    let e = client(&d, "ghp_wrong")
+    let e = client(&d, "wrong-token")
         .check_secrets_access(&repo())
         .await
         .unwrap_err();
@@ -108,7 +108,7 @@ async fn each_refusal_is_a_sentence_that_says_what_to_do() {
         matches!(e, GitHubError::Unauthorized) && e.to_string().contains("Create a new token"),
         "{e}"
     );
-    let e = client(&d, TOKEN)
+    let e = client(&d, token())
         .check_secrets_access(&Repo::parse("acme/missing").unwrap())
         .await
         .unwrap_err();
@@ -116,12 +116,12 @@ async fn each_refusal_is_a_sentence_that_says_what_to_do() {
         matches!(e, GitHubError::NotFound { .. }) && e.to_string().contains("acme/missing"),
         "{e}"
     );
-    let e = client(&d, TOKEN)
+    let e = client(&d, token())
         .check_secrets_access(&Repo::parse("acme/read-only").unwrap())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("Secrets: Read and write"), "{e}");
-    let e = client(&d, TOKEN)
+    let e = client(&d, token())
         .set_secrets(&repo(), &[("GITHUB_TOKEN", &Secret::new("x"))])
         .await
         .unwrap_err();
@@ -141,7 +141,7 @@ async fn each_refusal_is_a_sentence_that_says_what_to_do() {
 #[tokio::test]
 async fn rate_limits_and_server_errors_are_retried_within_bounds() {
     let Some(d) = Double::start() else { return };
-    let g = client(&d, TOKEN);
+    let g = client(&d, token());
     // 429 with retry-after: 1 → one wait, then success.
     d.fault("get", "public-key$", 429, json!({"retry-after": "1"}), 1);
     let t0 = Instant::now();
@@ -189,7 +189,7 @@ async fn rate_limits_and_server_errors_are_retried_within_bounds() {
 
 fn workflow(d: &Double) -> console_core::github_workflow::GitHubWorkflow {
     let mut w = console_core::github_workflow::GitHubWorkflow::new(
-        std::sync::Arc::new(client(d, TOKEN)),
+        std::sync::Arc::new(client(d, token())),
         repo(),
         "deploy.yml",
         "main",
@@ -275,7 +275,7 @@ async fn a_failed_run_brings_its_log_and_a_run_can_be_cancelled() {
 async fn installs_the_deploy_workflow_and_shows_the_difference_first() {
     use console_core::workflow_file::{WorkflowState, WORKFLOW, WORKFLOW_PATH};
     let Some(d) = Double::start() else { return };
-    let g = client(&d, TOKEN);
+    let g = client(&d, token());
     assert_eq!(
         g.workflow_state(&repo(), "main").await.unwrap(),
         WorkflowState::Missing

@@ -41,7 +41,7 @@ fn tools_or_skip() -> bool {
 
 /// Runs `inner` in a child process: `prelude` (a shell snippet) runs first inside a private
 /// session bus when `bus` is true.
-fn run_inner(inner: &str, home: &Path, bus: bool, prelude: &str) -> Output {
+fn run_inner(inner: &str, home: &Path, bus: bool, prelude: &str, fx: &Fixtures) -> Output {
     let exe = std::env::current_exe().unwrap();
     let script =
         format!("{prelude}\nexec \"$0\" --exact {inner} --ignored --nocapture --test-threads 1");
@@ -62,6 +62,7 @@ fn run_inner(inner: &str, home: &Path, bus: bool, prelude: &str) -> Output {
     };
     cmd.env("HOME", home)
         .env(INNER, "1")
+        .env(FIXTURES, &fx.file)
         .env_remove("XDG_RUNTIME_DIR");
     let out = cmd.output().unwrap();
     let text = format!(
@@ -90,7 +91,14 @@ fn stores_lists_replaces_and_deletes_in_the_os_keychain() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
-    run_inner("inner_round_trip", home.path(), true, &unlock_prelude());
+    let fx = Fixtures::new();
+    run_inner(
+        "inner_round_trip",
+        home.path(),
+        true,
+        &unlock_prelude(),
+        &fx,
+    );
     // The keychain wrote its (encrypted) keyring under HOME; no value is there in plain text.
     let mut files = Vec::new();
     collect(home.path(), &mut files);
@@ -102,7 +110,7 @@ fn stores_lists_replaces_and_deletes_in_the_os_keychain() {
     );
     for f in files {
         let bytes = std::fs::read(&f).unwrap_or_default();
-        for v in VALUES {
+        for v in &fx.values {
             assert!(
                 !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
                 "{} holds a secret in plain text",
@@ -118,7 +126,8 @@ fn no_keychain_is_a_clear_error_and_nothing_is_written() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
-    run_inner("inner_no_keychain", home.path(), false, "");
+    let fx = Fixtures::new();
+    run_inner("inner_no_keychain", home.path(), false, "", &fx);
     let mut files = Vec::new();
     collect(home.path(), &mut files);
     assert!(
@@ -133,13 +142,21 @@ fn a_locked_keychain_is_a_clear_error() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
+    let fx = Fixtures::new();
     // First session creates the login keyring; the second starts the daemon without unlocking it.
-    run_inner("inner_round_trip", home.path(), true, &unlock_prelude());
+    run_inner(
+        "inner_round_trip",
+        home.path(),
+        true,
+        &unlock_prelude(),
+        &fx,
+    );
     run_inner(
         "inner_locked",
         home.path(),
         true,
         "gnome-keyring-daemon --start --components=secrets >/dev/null || exit 1",
+        &fx,
     );
 }
 
@@ -154,19 +171,47 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-const VALUES: [&str; 5] = [
-    "ghp_vaultTestToken0123456789abcdefABCDEF",
-    "ghp_replacedToken9876543210zyxwvuZYXWVU",
-    "ghcr_vaultTestToken_abcdefghijklmnop",
-    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW",
-];
+/// Env var naming the file that hands this run's fixture values to the inner process.
+const FIXTURES: &str = "MLOPS_VAULT_FIXTURES";
 
-fn pem() -> Secret {
-    Secret::new(format!(
-        "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
-        VALUES[4]
-    ))
+/// Values made fresh for one outer test, never written in the source: a GitHub token, its
+/// replacement, a GHCR token, an AWS secret key, an ed25519 private key from ssh-keygen, and an
+/// access key id. They reach the inner process in a file outside its HOME.
+struct Fixtures {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    values: Vec<String>,
+}
+
+impl Fixtures {
+    fn new() -> Fixtures {
+        let values = vec![
+            support::test_token("github-test-token"),
+            support::test_token("github-test-token-replaced"),
+            support::test_token("ghcr-test-token"),
+            support::test_token("aws-test-secret"),
+            support::fresh_ssh_key(false).0,
+            support::test_key_id(),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("values.json");
+        std::fs::write(&file, serde_json::to_string(&values).unwrap()).unwrap();
+        Fixtures {
+            _dir: dir,
+            file,
+            values,
+        }
+    }
+}
+
+/// The inner process's view of the fixtures.
+fn fixtures() -> Vec<String> {
+    let file = std::env::var(FIXTURES).expect("the outer test passes the fixtures file");
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+fn pem(values: &[String]) -> Secret {
+    Secret::new(values[4].clone())
 }
 
 #[test]
@@ -175,6 +220,7 @@ fn inner_round_trip() {
     if !is_inner() {
         return;
     }
+    let values = fixtures();
     let v = Vault::with_service("mlops-console-test");
     v.check().unwrap();
     // A second run in the same HOME (the locked test's first session) starts from what is there.
@@ -183,18 +229,18 @@ fn inner_round_trip() {
     }
     assert!(v.list().unwrap().is_empty());
     let host = SecretName::SshKey("ec2-3-120-1-2.eu-central-1.compute.amazonaws.com".into());
-    v.put(&SecretName::GithubToken, &Secret::new(VALUES[0]))
+    v.put(&SecretName::GithubToken, &Secret::new(values[0].clone()))
         .unwrap();
-    v.put(&SecretName::GhcrToken, &Secret::new(VALUES[2]))
+    v.put(&SecretName::GhcrToken, &Secret::new(values[2].clone()))
+        .unwrap();
+    v.put(&SecretName::AwsAccessKeyId, &Secret::new(values[5].clone()))
         .unwrap();
     v.put(
-        &SecretName::AwsAccessKeyId,
-        &Secret::new("AKIAIOSFODNN7EXAMPLE"),
+        &SecretName::AwsSecretAccessKey,
+        &Secret::new(values[3].clone()),
     )
     .unwrap();
-    v.put(&SecretName::AwsSecretAccessKey, &Secret::new(VALUES[3]))
-        .unwrap();
-    v.put(&host, &pem()).unwrap();
+    v.put(&host, &pem(&values)).unwrap();
     assert_eq!(
         v.list().unwrap(),
         [
@@ -207,16 +253,19 @@ fn inner_round_trip() {
     );
     assert_eq!(
         v.get(&SecretName::GithubToken).unwrap().unwrap().expose(),
-        VALUES[0]
+        values[0]
     );
-    assert_eq!(v.get(&host).unwrap().unwrap().expose(), pem().expose());
+    assert_eq!(
+        v.get(&host).unwrap().unwrap().expose(),
+        pem(&values).expose()
+    );
     // Listing and errors show names only.
     let shown = format!(
         "{:?} {:?}",
         v.list().unwrap(),
         v.get(&SecretName::GithubToken).unwrap()
     );
-    assert!(!VALUES.iter().any(|s| shown.contains(s)), "{shown}");
+    assert!(!values.iter().any(|s| shown.contains(s)), "{shown}");
 
     // Another program reading the Secret Service sees the same entry: it really is in the keychain.
     let out = Command::new("secret-tool")
@@ -231,26 +280,32 @@ fn inner_round_trip() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        VALUES[0],
+        values[0],
         "secret-tool: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 
     // Replace, delete, and a bad value that is refused without touching the stored one.
-    v.put(&SecretName::GithubToken, &Secret::new(VALUES[1]))
+    v.put(&SecretName::GithubToken, &Secret::new(values[1].clone()))
         .unwrap();
     assert_eq!(
         v.get(&SecretName::GithubToken).unwrap().unwrap().expose(),
-        VALUES[1]
+        values[1]
     );
     let e = v
-        .put(&host, &Secret::new("ssh-ed25519 AAAAC3Nz public key"))
+        .put(
+            &host,
+            &Secret::new("ssh-ed25519 public-key-not-a-private-one"),
+        )
         .unwrap_err();
     assert!(
         matches!(e, VaultError::Invalid { .. }) && e.to_string().contains("not a PEM private key"),
         "{e}"
     );
-    assert_eq!(v.get(&host).unwrap().unwrap().expose(), pem().expose());
+    assert_eq!(
+        v.get(&host).unwrap().unwrap().expose(),
+        pem(&values).expose()
+    );
     assert!(v.delete(&host).unwrap());
     assert!(!v.delete(&host).unwrap());
     assert_eq!(v.get(&host).unwrap().map(|s| s.expose().to_string()), None);
@@ -263,9 +318,10 @@ fn inner_no_keychain() {
     if !is_inner() {
         return;
     }
+    let values = fixtures();
     let v = Vault::with_service("mlops-console-test");
     let e = v
-        .put(&SecretName::GithubToken, &Secret::new(VALUES[0]))
+        .put(&SecretName::GithubToken, &Secret::new(values[0].clone()))
         .unwrap_err();
     assert!(matches!(e, VaultError::Unavailable { .. }), "{e:?}");
     let msg = e.to_string();
@@ -273,7 +329,7 @@ fn inner_no_keychain() {
         msg.contains("no OS keychain is available") && msg.contains("gnome-keyring"),
         "{msg}"
     );
-    assert!(!msg.contains(VALUES[0]) && !format!("{e:?}").contains(VALUES[0]));
+    assert!(!msg.contains(&values[0]) && !format!("{e:?}").contains(&values[0]));
     assert!(matches!(
         v.get(&SecretName::GithubToken),
         Err(VaultError::Unavailable { .. })
@@ -287,9 +343,10 @@ fn inner_locked() {
     if !is_inner() {
         return;
     }
+    let values = fixtures();
     let v = Vault::with_service("mlops-console-test");
     let e = v
-        .put(&SecretName::GhcrToken, &Secret::new(VALUES[2]))
+        .put(&SecretName::GhcrToken, &Secret::new(values[2].clone()))
         .unwrap_err();
     assert!(matches!(e, VaultError::Locked { .. }), "{e:?}");
     assert!(e.to_string().contains("Unlock the login keyring"), "{e}");
@@ -301,11 +358,13 @@ fn configures_the_repository_from_the_vault() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
+    let fx = Fixtures::new();
     run_inner(
         "inner_configure_repository",
         home.path(),
         true,
         &unlock_prelude(),
+        &fx,
     );
 }
 
@@ -318,6 +377,7 @@ fn inner_configure_repository() {
     if !is_inner() {
         return;
     }
+    let values = fixtures();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -326,7 +386,7 @@ fn inner_configure_repository() {
     let Some(d) = support::github_double::Double::start() else {
         return;
     };
-    let gh = GitHub::new(&d.url(), &Secret::new(support::github_double::TOKEN)).unwrap();
+    let gh = GitHub::new(&d.url(), &Secret::new(support::github_double::token())).unwrap();
     let repo = Repo::parse("acme/inference").unwrap();
     let v = Vault::with_service("mlops-console-test");
     let host = HostFacts {
@@ -335,7 +395,7 @@ fn inner_configure_repository() {
         compose_dir: "/home/ubuntu/inference".into(),
         fingerprint: "SHA256:Qm9vYmFyYmF6cXV4cXV1eHF1dXhmb29iYXJiYXp4eHg".into(),
     };
-    v.put(&SecretName::SshKey(host.host.clone()), &pem())
+    v.put(&SecretName::SshKey(host.host.clone()), &pem(&values))
         .unwrap();
     // No GHCR token yet: refused before anything is sent.
     let e = rt
@@ -347,7 +407,7 @@ fn inner_configure_repository() {
     );
     assert!(d.state()["requests"].as_array().unwrap().is_empty());
 
-    v.put(&SecretName::GhcrToken, &Secret::new(VALUES[2]))
+    v.put(&SecretName::GhcrToken, &Secret::new(values[2].clone()))
         .unwrap();
     let r = rt
         .block_on(configure_repository(&gh, &v, &repo, "main", &host))
@@ -364,8 +424,14 @@ fn inner_configure_repository() {
     let st = d.state();
     let got = &st["repos"]["acme/inference"];
     // What GitHub decrypted is what the keychain holds.
-    assert_eq!(got["secrets"]["EC2_SSH_KEY"].as_str(), Some(pem().expose()));
-    assert_eq!(got["secrets"]["GHCR_PAT"].as_str(), Some(VALUES[2]));
+    assert_eq!(
+        got["secrets"]["EC2_SSH_KEY"].as_str(),
+        Some(pem(&values).expose())
+    );
+    assert_eq!(
+        got["secrets"]["GHCR_PAT"].as_str(),
+        Some(values[2].as_str())
+    );
     assert_eq!(
         got["secrets"]["EC2_HOST"].as_str(),
         Some(host.host.as_str())

@@ -5,7 +5,11 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
-pub const TOKEN: &str = "ghp_doubleTestToken_0123456789abcdefghij";
+/// The token the double accepts, made fresh for each test process.
+pub fn token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| super::test_token("gh-test-token"))
+}
 
 pub struct Double {
     child: Child,
@@ -42,7 +46,7 @@ impl Double {
             Err(e) => return skip(&format!("cannot start {}: {e}", python())),
         };
         // The token reaches the double on stdin, not on its command line.
-        writeln!(child.stdin.as_mut().unwrap(), "{TOKEN}").unwrap();
+        writeln!(child.stdin.as_mut().unwrap(), "{}", token()).unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)

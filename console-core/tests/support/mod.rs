@@ -205,6 +205,41 @@ pub fn random_hex(n: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A throw-away credential-shaped value, made fresh for each run (tests never carry real or
+/// real-looking secrets in the source).
+pub fn test_token(prefix: &str) -> String {
+    format!("{prefix}-{}", random_hex(16))
+}
+
+/// A throw-away access-key id (20 upper-case letters and digits), fresh for each run.
+pub fn test_key_id() -> String {
+    format!("TEST{}", random_hex(8).to_uppercase())
+}
+
+/// A fresh SSH key pair made with `ssh-keygen` at test time: (private PEM, public key line).
+/// `rsa_pem` selects EC2's PKCS#1 RSA format, else OpenSSH ed25519.
+pub fn fresh_ssh_key(rsa_pem: bool) -> (String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("key");
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-N", "", "-C", "test@mlops-console", "-f"])
+        .arg(&file);
+    if rsa_pem {
+        cmd.args(["-t", "rsa", "-b", "2048", "-m", "PEM"]);
+    } else {
+        cmd.args(["-t", "ed25519"]);
+    }
+    let out = cmd.output().expect("run ssh-keygen");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let private = std::fs::read_to_string(&file).expect("read the private key");
+    let public = std::fs::read_to_string(file.with_extension("pub")).expect("read the public key");
+    (private, public.trim().to_string())
+}
+
 /// Standard base64 (with padding), for HTTP basic auth.
 pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
