@@ -9,4 +9,4 @@ export MLOPS_VENV=$MLOPS_CACHE/venv
 export ORT_VERSION=1.31.1
 # ONNX Runtime's shared library comes from the onnxruntime wheel installed in the venv.
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(ls "$MLOPS_VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION 2>/dev/null | head -n 1)}
-export PATH=$MLOPS_VENV/bin:$PATH
+export PATH=$MLOPS_VENV/bin:$MLOPS_CACHE/bin:$PATH

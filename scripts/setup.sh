@@ -16,6 +16,10 @@ APT_PACKAGES=(
   gnome-keyring   # the OS keychain (Secret Service) the vault tests run against, on a private D-Bus
   dbus-bin        # dbus-run-session: a private session bus for those tests
   libsecret-tools # secret-tool: the tests read the keychain independently of the code under test
+  # The desktop app (Tauri 2 on WebKitGTK): build dependencies...
+  pkg-config build-essential file libssl-dev libwebkit2gtk-4.1-dev libxdo-dev librsvg2-dev
+  # ...and what runs it headless and drives it in the end-to-end tests.
+  xvfb xauth webkit2gtk-driver imagemagick
 )
 
 missing=()
@@ -47,4 +51,13 @@ source "$MLOPS_ROOT/scripts/env.sh"
 if [ ! -f "$ORT_DYLIB_PATH" ]; then
   echo "setup: ONNX Runtime library not found in the venv (expected onnxruntime==$ORT_VERSION)" >&2
   exit 1
+fi
+
+# tauri-driver: the WebDriver front that starts WebKitWebDriver for the desktop app's end-to-end
+# tests. Installed from crates.io into the cache, not into ~/.cargo.
+TAURI_DRIVER_VERSION=2.1.0
+if [ "$("$MLOPS_CACHE/bin/tauri-driver" --version 2>/dev/null | awk '{print $2}')" != "$TAURI_DRIVER_VERSION" ]; then
+  echo "setup: installing tauri-driver $TAURI_DRIVER_VERSION"
+  cargo install -q --locked --root "$MLOPS_CACHE" --target-dir "$MLOPS_CACHE/target-tools" \
+    tauri-driver --version "=$TAURI_DRIVER_VERSION"
 fi

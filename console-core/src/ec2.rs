@@ -224,6 +224,11 @@ impl Provisioner {
         Provisioner { client }
     }
 
+    /// A provisioner for a loaded AWS configuration (see [`crate::aws::AwsTarget::load`]).
+    pub fn for_config(config: &aws_config::SdkConfig) -> Provisioner {
+        Provisioner::new(Client::new(config))
+    }
+
     fn tags(&self, spec: &HostSpec, kind: ResourceType) -> TagSpecification {
         TagSpecification::builder()
             .resource_type(kind)

@@ -3,8 +3,10 @@
 //! headless against real stand-ins (sshd, a registry, the Docker engine).
 
 pub mod aws;
+pub mod charts;
 pub mod cloudwatch;
 pub mod command;
+pub mod dashboard;
 pub mod ec2;
 pub mod engine;
 pub mod exec;
@@ -13,7 +15,9 @@ pub mod github_workflow;
 pub mod health;
 pub mod history;
 pub mod repo_setup;
+pub mod sandbox;
 pub mod secret;
+pub mod service;
 pub mod ssh;
 pub mod steps;
 pub mod target;

@@ -44,6 +44,14 @@ pub fn latency_quantiles(layout_bins: &Bins, r: &RouteStats) -> Value {
     json!({"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)})
 }
 
+/// A live histogram beside its training baseline on the same slots: `edges` are the closed bins'
+/// boundaries, and `baseline` and `current` have one more entry at each end for the open bins.
+/// The baseline is the card's histogram spread over these slots (training row counts); charts
+/// compare shares, not counts.
+fn distribution(bins: &Bins, baseline: &[f64], current: &[u64]) -> Value {
+    json!({"edges": bins.edges, "baseline": baseline, "current": current})
+}
+
 fn rate(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
@@ -188,6 +196,11 @@ pub fn summarize(
                 "baseline_mean": monitor.card.features[*j].mean,
                 "drift": s,
                 "verdict": v,
+                "distribution": distribution(
+                    &layout.feature_bins[*j],
+                    &layout.feature_bins[*j].spread(&monitor.card.features[*j].histogram),
+                    &f.fine,
+                ),
             })
         })
         .collect();
@@ -235,6 +248,11 @@ pub fn summarize(
             "threshold": layout.threshold,
             "reconstruction_error": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "mean": (merged.rows > 0).then(|| merged.error_sum / merged.rows as f64)},
             "score_drift": {"stats": score, "verdict": drift::verdict(&score)},
+            "score_distribution": distribution(
+                &layout.score_bins,
+                &layout.score_bins.spread(&monitor.card.score.baseline.histogram),
+                &merged.scores,
+            ),
             "ground_truth": ground_truth(merged, layout.threshold),
         },
         "thresholds": thresholds(),

@@ -1,0 +1,109 @@
+//! A client for the inference service's read API (`/v1/model`, `/v1/monitoring/summary`,
+//! `/v1/monitoring/series`) over a loopback address: the sandbox's published port, or the local end
+//! of an SSH tunnel to a remote host (so the service never needs a public port).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::health::http_get;
+
+#[derive(Clone, Debug)]
+pub struct ServiceClient {
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+}
+
+impl ServiceClient {
+    pub fn new(addr: SocketAddr) -> ServiceClient {
+        ServiceClient {
+            addr,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// GET `path` and parse the JSON body. Errors say what failed and where.
+    pub async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let addr = self.addr;
+        let work = async {
+            let mut s = TcpStream::connect(addr).await.map_err(|e| {
+                format!("the service at {addr} is not answering ({e}); is it deployed and running?")
+            })?;
+            let r = http_get(&mut s, path).await?;
+            if r.status != 200 {
+                let detail = serde_json::from_str::<Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| r.body.chars().take(200).collect());
+                return Err(format!("GET {path} answered {}: {detail}", r.status));
+            }
+            serde_json::from_str(&r.body)
+                .map_err(|e| format!("GET {path}: the answer is not JSON ({e})"))
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| format!("GET {path} on {addr} took longer than {:?}", self.timeout))?
+    }
+
+    pub async fn model(&self) -> Result<Value, String> {
+        self.get_json("/v1/model").await
+    }
+
+    /// `window_s` is rounded to whole minutes by the service (5m, 1h, 24h...).
+    pub async fn summary(&self, window_s: i64) -> Result<Value, String> {
+        self.get_json(&format!(
+            "/v1/monitoring/summary?window={}m",
+            (window_s / 60).max(1)
+        ))
+        .await
+    }
+
+    /// One metric's points between `from` and `to` (unix seconds) every `step` seconds.
+    pub async fn series(
+        &self,
+        metric: &str,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> Result<Vec<(i64, Option<f64>)>, String> {
+        let v = self
+            .get_json(&format!(
+                "/v1/monitoring/series?metric={}&from={from}&to={to}&step={step}",
+                encode(metric)
+            ))
+            .await?;
+        let points = v["points"]
+            .as_array()
+            .ok_or_else(|| format!("series {metric}: no `points` array in the answer"))?;
+        Ok(points
+            .iter()
+            .filter_map(|p| Some((p["t"].as_i64()?, p["value"].as_f64())))
+            .collect())
+    }
+}
+
+/// Percent-encodes a query value (feature names are plain, but `:` and anything else is escaped).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_query_values() {
+        assert_eq!(encode("psi:mean_radius"), "psi%3Amean_radius");
+        assert_eq!(encode("a b&c"), "a%20b%26c");
+    }
+}

@@ -1,0 +1,96 @@
+//! Deploys, rollbacks and their history. Progress streams to the page as `engine` events while the
+//! command runs; `deploy_cancel` stops a deploy before its next step.
+
+use console_core::history::Step;
+use console_core::sandbox;
+use console_core::Deployment;
+use serde::Serialize;
+use tauri::State;
+
+use crate::error::AppResult;
+use crate::state::AppState;
+
+#[derive(Serialize)]
+pub struct Image {
+    pub tag: String,
+    pub detail: String,
+}
+
+/// The versions that can be deployed: the sandbox's local images, or for a remote target the tags
+/// deployed before (a new tag is typed in the page).
+#[tauri::command]
+pub async fn images_list(state: State<'_, AppState>, target: String) -> AppResult<Vec<Image>> {
+    if target == "sandbox" {
+        let tags = sandbox::local_tags(sandbox::IMAGE)
+            .await
+            .map_err(|e| crate::error::AppError::new("docker", e))?;
+        return Ok(tags
+            .into_iter()
+            .map(|i| Image {
+                detail: format!("built {} · {}", i.created, i.id),
+                tag: i.tag,
+            })
+            .collect());
+    }
+    let name = state.history_name(&target)?;
+    let mut seen = std::collections::BTreeSet::new();
+    Ok(state
+        .engine
+        .history()
+        .deployments(&name, 200)?
+        .into_iter()
+        .filter(|d| seen.insert(d.tag.clone()))
+        .map(|d| Image {
+            detail: format!("deployed before ({})", d.status),
+            tag: d.tag,
+        })
+        .collect())
+}
+
+#[tauri::command]
+pub async fn deploy(
+    state: State<'_, AppState>,
+    target: String,
+    tag: String,
+) -> AppResult<Deployment> {
+    let t = state.target(&target).await?;
+    Ok(state.engine.deploy(&t, &tag).await?)
+}
+
+/// Rolls back to deployment `to`, or to the newest healthy version before the serving one.
+#[tauri::command]
+pub async fn rollback(
+    state: State<'_, AppState>,
+    target: String,
+    to: Option<i64>,
+) -> AppResult<Deployment> {
+    let t = state.target(&target).await?;
+    Ok(state.engine.rollback(&t, to).await?)
+}
+
+#[tauri::command]
+pub fn deploy_cancel(state: State<'_, AppState>, target: String) -> AppResult<bool> {
+    let name = state.history_name(&target)?;
+    Ok(state.engine.cancel(&name))
+}
+
+#[derive(Serialize)]
+pub struct HistoryView {
+    pub serving: Option<Deployment>,
+    pub deployments: Vec<Deployment>,
+}
+
+#[tauri::command]
+pub fn history_list(state: State<'_, AppState>, target: String) -> AppResult<HistoryView> {
+    let name = state.history_name(&target)?;
+    let h = state.engine.history();
+    Ok(HistoryView {
+        serving: h.serving(&name)?,
+        deployments: h.deployments(&name, 100)?,
+    })
+}
+
+#[tauri::command]
+pub fn deployment_steps(state: State<'_, AppState>, id: i64) -> AppResult<Vec<Step>> {
+    Ok(state.engine.history().steps(id)?)
+}

@@ -1,0 +1,9 @@
+//! The commands the page calls, one module per domain. Each is a few lines over `console-core`.
+
+pub mod app;
+pub mod cloud;
+pub mod credentials;
+pub mod deploy;
+pub mod github;
+pub mod monitoring;
+pub mod traffic;

@@ -1,0 +1,67 @@
+//! The live dashboard: one call fetches every layer from the serving version and draws the charts.
+
+use console_core::dashboard::{self, Dashboard, Request};
+use tauri::State;
+
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+#[tauri::command]
+pub async fn dashboard(
+    state: State<'_, AppState>,
+    target: String,
+    range_s: i64,
+    utc_offset_s: i64,
+    feature: Option<String>,
+) -> AppResult<Dashboard> {
+    if ![900, 3600, 86_400].contains(&range_s) {
+        return Err(AppError::invalid(format!(
+            "time range {range_s} s is not offered (900, 3600 or 86400)"
+        )));
+    }
+    if utc_offset_s.abs() > 14 * 3600 {
+        return Err(AppError::invalid(format!(
+            "UTC offset {utc_offset_s} s is out of range"
+        )));
+    }
+    let client = state.service(&target).await?;
+    let name = state.history_name(&target)?;
+    let markers = dashboard::markers(&state.engine.history().deployments(&name, 500)?);
+    let now = console_core::history::now_ms() / 1000;
+    let req = Request {
+        range_s,
+        utc_offset_s,
+        feature,
+        now,
+    };
+    dashboard::refresh(&client, &markers, &req)
+        .await
+        .map_err(|e| AppError::new("monitoring", e))
+}
+
+#[derive(serde::Serialize)]
+pub struct Verified {
+    pub ready: bool,
+    pub ready_ms: f64,
+    pub detail: String,
+    pub model: serde_json::Value,
+}
+
+/// Readiness (a real forward pass behind /readyz) and the model card of what now serves.
+#[tauri::command]
+pub async fn service_verify(state: State<'_, AppState>, target: String) -> AppResult<Verified> {
+    let client = state.service(&target).await?;
+    let t0 = std::time::Instant::now();
+    let ready = client.get_json("/readyz").await;
+    let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let model = client
+        .model()
+        .await
+        .map_err(|e| AppError::new("monitoring", e))?;
+    Ok(Verified {
+        ready: ready.is_ok(),
+        ready_ms,
+        detail: ready.err().unwrap_or_default(),
+        model,
+    })
+}

@@ -1,0 +1,94 @@
+//! Replayed traffic against the sandbox service, with a switch for the drift scenario.
+
+use console_core::sandbox::{companion_binary, Traffic};
+use serde::Serialize;
+use tauri::State;
+
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+#[derive(Serialize)]
+pub struct TrafficStatus {
+    pub running: bool,
+    pub scenario: Option<String>,
+    pub rate: Option<f64>,
+    /// Why the replay tool stopped by itself, if it did.
+    pub stopped: Option<String>,
+}
+
+/// Starts (or restarts with new settings) the replay tool against the sandbox.
+#[tauri::command]
+pub async fn traffic_start(
+    state: State<'_, AppState>,
+    drift: bool,
+    rate: f64,
+) -> AppResult<TrafficStatus> {
+    let replay = companion_binary("replay").ok_or_else(|| {
+        AppError::new(
+            "no-replay",
+            "the replay tool is not installed beside the console; build it with `cargo build --release -p traffic-replay` or set MLOPS_REPLAY_BIN",
+        )
+    })?;
+    let scenario = if drift {
+        "normal,anomalies,feedback,drift"
+    } else {
+        "normal,anomalies,feedback"
+    };
+    let mut g = state.traffic.lock().await;
+    if let Some(old) = g.take() {
+        old.stop().await;
+    }
+    let t =
+        Traffic::start(&replay, state.sandbox_port, scenario, rate).map_err(AppError::invalid)?;
+    *g = Some(t);
+    Ok(TrafficStatus {
+        running: true,
+        scenario: Some(scenario.into()),
+        rate: Some(rate),
+        stopped: None,
+    })
+}
+
+#[tauri::command]
+pub async fn traffic_stop(state: State<'_, AppState>) -> AppResult<TrafficStatus> {
+    if let Some(t) = state.traffic.lock().await.take() {
+        t.stop().await;
+    }
+    Ok(TrafficStatus {
+        running: false,
+        scenario: None,
+        rate: None,
+        stopped: None,
+    })
+}
+
+#[tauri::command]
+pub async fn traffic_status(state: State<'_, AppState>) -> AppResult<TrafficStatus> {
+    let mut g = state.traffic.lock().await;
+    let Some(t) = g.as_mut() else {
+        return Ok(TrafficStatus {
+            running: false,
+            scenario: None,
+            rate: None,
+            stopped: None,
+        });
+    };
+    match t.finished().await {
+        None => Ok(TrafficStatus {
+            running: true,
+            scenario: Some(t.scenario.clone()),
+            rate: Some(t.rate),
+            stopped: None,
+        }),
+        Some(why) => {
+            let (scenario, rate) = (t.scenario.clone(), t.rate);
+            *g = None;
+            Ok(TrafficStatus {
+                running: false,
+                scenario: Some(scenario),
+                rate: Some(rate),
+                stopped: Some(why),
+            })
+        }
+    }
+}

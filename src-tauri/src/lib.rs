@@ -1,0 +1,63 @@
+//! The desktop app: a thin Tauri layer over `console-core`. The page (ui/) calls the commands in
+//! `commands`, each a few lines over the core library; deployment progress reaches it as `engine`
+//! events. Everything that touches the network runs here in Rust, never in the page.
+
+use std::sync::Arc;
+
+use tauri::{Builder, Emitter, Manager, Runtime};
+
+pub mod command_names;
+pub mod commands;
+pub mod error;
+pub mod settings;
+pub mod state;
+
+pub use error::{AppError, AppResult};
+
+/// The event every engine progress message is sent as.
+pub const ENGINE_EVENT: &str = "engine";
+
+/// Opens the data directory, history and keychain, and hands them to the commands. The real app
+/// calls it from its setup hook; the mock-runtime tests call it right after building.
+pub fn init<R: Runtime>(app: &tauri::App<R>) -> AppResult<()> {
+    let handle = app.handle().clone();
+    let progress: console_core::engine::Progress = Arc::new(move |e| {
+        let _ = handle.emit(ENGINE_EVENT, e);
+    });
+    app.manage(state::AppState::open(state::data_dir(), progress)?);
+    Ok(())
+}
+
+/// The command handlers, shared by the real app and the mock-runtime tests.
+pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
+    use commands::*;
+    b.invoke_handler(tauri::generate_handler![
+        app::app_info,
+        app::settings_save,
+        credentials::credentials_list,
+        credentials::credential_save,
+        credentials::credential_delete,
+        deploy::images_list,
+        deploy::deploy,
+        deploy::rollback,
+        deploy::deploy_cancel,
+        deploy::history_list,
+        deploy::deployment_steps,
+        monitoring::dashboard,
+        monitoring::service_verify,
+        cloud::provision_ec2,
+        github::github_workflow_status,
+        github::github_install_workflow,
+        github::github_configure,
+        traffic::traffic_start,
+        traffic::traffic_stop,
+        traffic::traffic_status,
+    ])
+}
+
+pub fn run() {
+    app_builder(tauri::Builder::default())
+        .setup(|app| Ok(init(app)?))
+        .run(tauri::generate_context!())
+        .expect("the console failed to start");
+}

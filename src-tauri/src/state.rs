@@ -1,0 +1,227 @@
+//! Everything the commands share: the data directory, remembered settings, the deployment
+//! history and engine, the keychain, the sandbox's traffic and the SSH tunnel to a remote service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use console_core::engine::Progress;
+use console_core::sandbox::{self, Traffic};
+use console_core::service::ServiceClient;
+use console_core::ssh::{Forward, SshSession, SshTarget};
+use console_core::target::{Host, RegistryAuth};
+use console_core::vault::{SecretName, Vault};
+use console_core::{Engine, History, Target};
+
+use crate::error::{AppError, AppResult};
+use crate::settings::{RemoteHost, Settings};
+
+pub struct AppState {
+    pub data_dir: PathBuf,
+    pub settings_path: PathBuf,
+    pub settings: Mutex<Settings>,
+    pub engine: Arc<Engine>,
+    pub vault: Vault,
+    pub sandbox_port: u16,
+    pub sandbox: tokio::sync::Mutex<Option<sandbox::Engine>>,
+    pub traffic: tokio::sync::Mutex<Option<Traffic>>,
+    pub tunnel: tokio::sync::Mutex<Option<Tunnel>>,
+}
+
+/// An open SSH connection forwarding a loopback port to the remote service.
+pub struct Tunnel {
+    pub key: String,
+    pub session: SshSession,
+    pub forward: Forward,
+}
+
+/// `$MLOPS_CONSOLE_DATA_DIR`, else `$XDG_DATA_HOME/mlops-console`, else ~/.local/share/mlops-console.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MLOPS_CONSOLE_DATA_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d);
+    }
+    History::default_path()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".mlops-console"))
+}
+
+impl AppState {
+    pub fn open(data_dir: PathBuf, progress: Progress) -> AppResult<AppState> {
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            AppError::new(
+                "data-dir",
+                format!(
+                    "cannot create the data directory {}: {e}",
+                    data_dir.display()
+                ),
+            )
+        })?;
+        let history = Arc::new(History::open(&data_dir.join("history.sqlite"))?);
+        let engine = Arc::new(Engine::new(history)?.with_progress(progress));
+        let settings_path = data_dir.join("console.json");
+        let settings = Settings::load(&settings_path)?;
+        let sandbox_port = std::env::var("MLOPS_SANDBOX_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(sandbox::DEFAULT_PORT);
+        let vault = match std::env::var("MLOPS_VAULT_SERVICE") {
+            Ok(s) if !s.is_empty() => Vault::with_service(&s),
+            _ => Vault::new(),
+        };
+        Ok(AppState {
+            data_dir,
+            settings_path,
+            settings: Mutex::new(settings),
+            engine,
+            vault,
+            sandbox_port,
+            sandbox: tokio::sync::Mutex::new(None),
+            traffic: tokio::sync::Mutex::new(None),
+            tunnel: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.lock().unwrap().clone()
+    }
+
+    /// Docker and compose on this computer, looked up once.
+    pub async fn sandbox_engine(&self) -> sandbox::Engine {
+        let mut g = self.sandbox.lock().await;
+        if g.is_none() {
+            *g = Some(sandbox::detect().await);
+        }
+        g.clone().expect("set above")
+    }
+
+    fn remote(&self) -> AppResult<RemoteHost> {
+        self.settings().remote.ok_or_else(|| {
+            AppError::new(
+                "no-remote",
+                "no remote host is set up yet; finish the Platform and Provision steps of the wizard",
+            )
+        })
+    }
+
+    fn ssh_target(&self, r: &RemoteHost) -> AppResult<SshTarget> {
+        if r.fingerprint.is_empty() {
+            return Err(AppError::new(
+                "no-fingerprint",
+                format!("the host key of {} is not pinned yet; enter its SHA256 fingerprint in the Platform step", r.host),
+            ));
+        }
+        let key = self
+            .vault
+            .get(&SecretName::SshKey(r.host.clone()))?
+            .ok_or_else(|| {
+                AppError::new(
+                    "missing-credential",
+                    format!(
+                        "no SSH key for {} in the keychain; add it in the Credentials step",
+                        r.host
+                    ),
+                )
+            })?;
+        Ok(SshTarget::new(
+            r.host.clone(),
+            r.port,
+            r.user.clone(),
+            key,
+            r.fingerprint.clone(),
+        ))
+    }
+
+    /// The deploy target called `name`: "sandbox" or "remote".
+    pub async fn target(&self, name: &str) -> AppResult<Target> {
+        match name {
+            "sandbox" => {
+                let e = self.sandbox_engine().await;
+                match (e.docker, e.compose) {
+                    (true, Some(compose)) => {
+                        Ok(sandbox::target(&self.data_dir, self.sandbox_port, compose))
+                    }
+                    _ => Err(AppError::new(
+                        "no-docker",
+                        format!("the sandbox deploys containers, but {}. Start Docker (and install docker-compose), then try again", e.detail),
+                    )),
+                }
+            }
+            "remote" => {
+                let r = self.remote()?;
+                let ssh = self.ssh_target(&r)?;
+                let mut t = Target::new(
+                    r.host.clone(),
+                    Host::Ssh(ssh),
+                    r.compose_dir.clone(),
+                    r.image.clone(),
+                    r.service_port,
+                );
+                if r.image.contains('/') && !r.registry_user.is_empty() {
+                    let token = self.vault.get(&SecretName::GhcrToken)?.ok_or_else(|| {
+                        AppError::new(
+                            "missing-credential",
+                            "no GHCR token in the keychain; add it in the Credentials step",
+                        )
+                    })?;
+                    t.registry = Some(RegistryAuth {
+                        server: r.image.split('/').next().unwrap_or("ghcr.io").to_string(),
+                        user: r.registry_user.clone(),
+                        token,
+                    });
+                }
+                Ok(t)
+            }
+            other => Err(AppError::invalid(format!(
+                "unknown target `{other}`; use sandbox or remote"
+            ))),
+        }
+    }
+
+    /// A client for the target's service: the sandbox's loopback port, or an SSH tunnel to the
+    /// remote host's loopback-published port (opened once and reused while it lives).
+    pub async fn service(&self, name: &str) -> AppResult<ServiceClient> {
+        if name == "sandbox" {
+            return Ok(ServiceClient::new(SocketAddr::from((
+                [127, 0, 0, 1],
+                self.sandbox_port,
+            ))));
+        }
+        let r = self.remote()?;
+        let key = format!("{}@{}:{}>{}", r.user, r.host, r.port, r.service_port);
+        let mut g = self.tunnel.lock().await;
+        if let Some(t) = g.as_ref() {
+            if t.key == key && !t.session.is_closed() {
+                return Ok(client_on(t.forward.local_port));
+            }
+        }
+        *g = None;
+        let ssh = self.ssh_target(&r)?;
+        let session = SshSession::connect(&ssh)
+            .await
+            .map_err(|e| AppError::new("ssh", e.to_string()))?;
+        let forward = session
+            .forward_local(r.service_port)
+            .await
+            .map_err(|e| AppError::new("ssh", e.to_string()))?;
+        let port = forward.local_port;
+        *g = Some(Tunnel {
+            key,
+            session,
+            forward,
+        });
+        Ok(client_on(port))
+    }
+
+    /// The history's name for a target ("sandbox", or the remote host).
+    pub fn history_name(&self, name: &str) -> AppResult<String> {
+        match name {
+            "sandbox" => Ok("sandbox".into()),
+            "remote" => Ok(self.remote()?.host),
+            other => Err(AppError::invalid(format!("unknown target `{other}`"))),
+        }
+    }
+}
+
+fn client_on(port: u16) -> ServiceClient {
+    ServiceClient::new(SocketAddr::from(([127, 0, 0, 1], port)))
+}

@@ -1,0 +1,389 @@
+// The deployment wizard: credentials → platform → provision → GitHub → deploy → verify. Each step
+// checks before moving on; the step and the choices are saved, so a reopened app resumes here.
+
+import { call } from "./api.js";
+import { $, $$, el, toast } from "./dom.js";
+import { PLATFORMS, advise, checkRemote, stepNote } from "./format.js";
+import { ProgressView, track } from "./progress.js";
+
+const LAST = 5;
+
+export class Wizard {
+  constructor(app) {
+    this.app = app;
+    this.progress = new ProgressView($("#wizard-progress"));
+    track(this.progress);
+    $("#wiz-back").addEventListener("click", () => this.go(this.step - 1));
+    $("#wiz-next").addEventListener("click", () => this.next());
+    for (const li of $$("#stepper li")) {
+      li.querySelector("button").addEventListener("click", () => {
+        const s = Number(li.dataset.step);
+        if (s <= this.app.settings.wizard_step) this.go(s);
+        else this.error("Finish the current step first.");
+      });
+    }
+    $("#cred-kind").addEventListener("change", () => {
+      $("#cred-host-wrap").hidden = $("#cred-kind").value !== "ssh-key";
+    });
+    $("#cred-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      this.saveCredential();
+    });
+    for (const r of $$('input[name="need"]')) {
+      r.addEventListener("change", () => this.showAdvice(r.value));
+    }
+    $("#wizard-deploy").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      this.deploy();
+    });
+  }
+
+  get step() {
+    return Math.min(this.app.settings.wizard_step, LAST);
+  }
+
+  error(text) {
+    $("#wiz-error").textContent = text ?? "";
+  }
+
+  async show() {
+    await this.go(this.step, false);
+  }
+
+  async go(step, save = true) {
+    step = Math.max(0, Math.min(LAST, step));
+    this.error("");
+    if (save && step !== this.app.settings.wizard_step) {
+      // Going back keeps later steps reachable; the saved step is the furthest one reached.
+      const furthest = Math.max(step, Math.min(this.app.settings.wizard_step, 6));
+      await this.app.patchSettings({ wizard_step: step > this.app.settings.wizard_step ? step : furthest });
+    }
+    this.current = step;
+    for (const li of $$("#stepper li")) {
+      const s = Number(li.dataset.step);
+      li.classList.toggle("current", s === step);
+      li.classList.toggle("done", s < this.app.settings.wizard_step && s !== step);
+      li.querySelector("button").setAttribute("aria-current", s === step ? "step" : "false");
+    }
+    for (const p of $$(".panel[data-panel]")) p.hidden = Number(p.dataset.panel) !== step;
+    $("#wiz-back").disabled = step === 0;
+    $("#wiz-next").textContent = step === LAST ? "Open the dashboard" : "Next";
+    await [this.showCredentials, this.showPlatform, this.showProvision, this.showGithub, this.showDeploy, this.showVerify][step].call(this);
+  }
+
+  async next() {
+    this.error("");
+    const s = this.current;
+    try {
+      const ok = await [this.leaveCredentials, this.leavePlatform, this.leaveProvision, this.leaveGithub, this.leaveDeploy, this.leaveVerify][s].call(this);
+      if (!ok) return;
+    } catch (e) {
+      this.error(e.message);
+      return;
+    }
+    if (s === LAST) {
+      await this.app.patchSettings({ wizard_step: 6 });
+      this.app.showView("dashboard");
+      return;
+    }
+    const furthest = Math.max(this.app.settings.wizard_step, s + 1);
+    await this.app.patchSettings({ wizard_step: furthest });
+    await this.go(s + 1, false);
+  }
+
+  // ------------------------------------------------------------------ 1 credentials
+  async showCredentials() {
+    const aws = this.app.settings.aws;
+    for (const r of $$('input[name="aws-mode"]')) r.checked = r.value === aws.mode;
+    $("#aws-profile").value = aws.profile ?? "";
+    $("#aws-region").value = aws.region;
+    await this.listCredentials();
+  }
+
+  async listCredentials() {
+    const tbody = $("#cred-table tbody");
+    try {
+      const stored = await call("credentials_list");
+      tbody.replaceChildren(
+        ...(stored.length
+          ? stored.map((c) =>
+              el("tr", {}, el("td", {}, c.label), el("td", {}, el("code", {}, c.name)),
+                el("td", {},
+                  el("button", { type: "button", onclick: () => this.replaceCredential(c.name) }, "Replace"), " ",
+                  el("button", { type: "button", class: "danger-quiet", onclick: () => this.deleteCredential(c) }, "Delete"))))
+          : [el("tr", {}, el("td", { colspan: 3, class: "muted" }, "Nothing stored yet."))]),
+      );
+    } catch (e) {
+      tbody.replaceChildren(el("tr", {}, el("td", { colspan: 3, class: "form-error" }, e.message)));
+    }
+  }
+
+  replaceCredential(name) {
+    const kind = name.startsWith("ssh-key/") ? "ssh-key" : name;
+    $("#cred-kind").value = kind;
+    $("#cred-host-wrap").hidden = kind !== "ssh-key";
+    if (kind === "ssh-key") $("#cred-host").value = name.slice("ssh-key/".length);
+    $("#cred-value").focus();
+  }
+
+  async deleteCredential(c) {
+    try {
+      await call("credential_delete", { name: c.name });
+      toast(`${c.label} deleted from the keychain.`);
+      await this.listCredentials();
+    } catch (e) {
+      toast(e.message, true);
+    }
+  }
+
+  async saveCredential() {
+    const kind = $("#cred-kind").value;
+    const err = $("#cred-form .form-error");
+    err.textContent = "";
+    let name = kind;
+    if (kind === "ssh-key") {
+      const host = $("#cred-host").value.trim();
+      if (!host) {
+        err.textContent = "Name the host this key opens.";
+        return;
+      }
+      name = `ssh-key/${host}`;
+    }
+    const value = $("#cred-value").value;
+    if (!value.trim()) {
+      err.textContent = "Paste the value to store.";
+      return;
+    }
+    try {
+      const s = await call("credential_save", { name, value });
+      $("#cred-value").value = "";
+      toast(`${s.label} saved to the keychain.`);
+      await this.listCredentials();
+    } catch (e) {
+      err.textContent = e.message;
+    }
+  }
+
+  async leaveCredentials() {
+    const mode = $$('input[name="aws-mode"]').find((r) => r.checked)?.value ?? "default";
+    const profile = $("#aws-profile").value.trim() || null;
+    if (mode === "profile" && !profile) throw { message: "Name the AWS profile, or choose the credential chain." };
+    await this.app.patchSettings({ aws: { mode, profile, region: $("#aws-region").value.trim() } });
+    return true;
+  }
+
+  // ------------------------------------------------------------------ 2 platform
+  showAdvice(need) {
+    const a = advise(need);
+    $("#advice").textContent = a ? a.text : "";
+    if (a) this.pickPlatform(a.platform, false);
+  }
+
+  pickPlatform(id, save = true) {
+    this.platform = id;
+    for (const b of $$("#platforms .choice")) b.setAttribute("aria-checked", String(b.dataset.platform === id));
+    const p = PLATFORMS.find((x) => x.id === id);
+    let note = p && !p.deploys ? p.needs : "";
+    if (id === "sandbox") note = this.app.info.sandbox.docker
+      ? `Ready: ${this.app.info.sandbox.detail}. Images come from ${this.app.info.sandbox.image}, served on 127.0.0.1:${this.app.info.sandbox.port}.`
+      : `No Docker here (${this.app.info.sandbox.detail}). The sandbox needs a running Docker engine and docker-compose to deploy containers.`;
+    $("#platform-note").textContent = note;
+    $("#remote-form").hidden = id !== "ssh";
+    if (save) this.app.patchSettings({ platform: id });
+  }
+
+  showPlatform() {
+    $("#platforms").replaceChildren(
+      ...PLATFORMS.map((p) =>
+        el("button", {
+          type: "button", role: "radio", class: `choice${p.deploys ? "" : " advisory"}`,
+          "data-platform": p.id, "aria-checked": "false", onclick: () => this.pickPlatform(p.id),
+        }, el("strong", {}, p.title), el("span", {}, p.blurb),
+        p.deploys ? "" : el("span", { class: "badge neutral tag" }, "advice only")),
+      ),
+    );
+    const r = this.app.settings.remote;
+    if (r) for (const [k, v] of Object.entries(r)) {
+      const input = $(`#remote-form [name="${k}"]`);
+      if (input) input.value = v;
+    }
+    this.pickPlatform(this.app.settings.platform ?? null, false);
+  }
+
+  async leavePlatform() {
+    const id = this.platform;
+    if (!id) throw { message: "Choose where to deploy." };
+    const p = PLATFORMS.find((x) => x.id === id);
+    if (!p.deploys) throw { message: `${p.title}: ${p.needs} Choose this computer, an SSH host or EC2 to deploy from the console.` };
+    if (id === "sandbox" && !this.app.info.sandbox.docker) {
+      throw { message: `The sandbox needs Docker: ${this.app.info.sandbox.detail}. Start Docker and reopen the console.` };
+    }
+    const patch = { platform: id };
+    if (id === "ssh") {
+      const form = Object.fromEntries(new FormData($("#remote-form")).entries());
+      const { value, errors } = checkRemote(form);
+      const first = Object.entries(errors)[0];
+      if (first) {
+        $(`#remote-form [name="${first[0]}"]`).focus();
+        throw { message: first[1] };
+      }
+      patch.remote = value;
+    }
+    await this.app.patchSettings(patch);
+    this.app.setTarget(id === "sandbox" ? "sandbox" : "remote");
+    return true;
+  }
+
+  // ------------------------------------------------------------------ 3 provision
+  showProvision() {
+    const body = $("#provision-body");
+    const note = stepNote(2, this.app.settings.platform);
+    if (note) {
+      body.replaceChildren(el("p", { class: "note" }, note));
+      return;
+    }
+    const e = this.app.settings.ec2;
+    const r = this.app.settings.remote;
+    body.replaceChildren(
+      el("form", { id: "ec2-form", class: "form two" },
+        el("label", {}, "Region", el("input", { name: "region", value: this.app.settings.aws.region })),
+        el("label", {}, "Name (tags every resource)", el("input", { name: "name", value: e.name })),
+        el("label", {}, "Instance type",
+          el("select", { name: "instance_type" }, ...["t3.micro", "t3.small", "t3.medium", "t2.micro", "t2.small"].map((t) =>
+            el("option", { value: t, selected: t === e.instance_type }, t)))),
+        el("label", {}, "Disk (GiB, gp3)", el("input", { name: "disk_gib", type: "number", min: 8, max: 1024, value: e.disk_gib })),
+        el("label", {}, "Who may SSH in (CIDR)", el("input", { name: "ssh_cidr", value: e.ssh_cidr ?? "", placeholder: "detected when empty" })),
+        el("label", { class: "inline" }, el("input", { name: "open_service_port", type: "checkbox", checked: e.open_service_port }), "Also open the service port (the console itself uses an SSH tunnel)"),
+        el("label", { class: "inline" }, el("input", { name: "allow_anywhere", type: "checkbox" }), "I accept SSH from anywhere (0.0.0.0/0) if I typed it"),
+      ),
+      el("div", { class: "row" }, el("button", { type: "button", class: "primary", onclick: () => this.provision() }, r ? "Check / re-run provisioning" : "Provision")),
+      el("pre", { class: "log", id: "provision-log", hidden: !r, tabindex: 0 }, r ? `Host ${r.host}, host key ${r.fingerprint || "not pinned yet"}` : ""),
+    );
+  }
+
+  async provision() {
+    const f = Object.fromEntries(new FormData($("#ec2-form")).entries());
+    const log = $("#provision-log");
+    log.hidden = false;
+    log.textContent = "Provisioning… (progress below)\n";
+    try {
+      const host = await call("provision_ec2", {
+        request: {
+          region: f.region, name: f.name, instance_type: f.instance_type, disk_gib: Number(f.disk_gib),
+          ssh_cidr: f.ssh_cidr || null, open_service_port: f.open_service_port === "on", allow_anywhere: f.allow_anywhere === "on",
+        },
+      });
+      log.textContent += `\nReady: ${host.instance_id} at ${host.host}\nHost key pinned: ${host.fingerprint}\n${host.warnings.map((w) => "warning: " + w).join("\n")}`;
+      await this.app.reloadSettings();
+    } catch (e) {
+      log.textContent += `\n${e.message}`;
+      this.error(e.message);
+    }
+  }
+
+  async leaveProvision() {
+    if (this.app.settings.platform !== "ec2") return true;
+    const r = this.app.settings.remote;
+    if (!r || !r.fingerprint) throw { message: "Provision the host first: the next steps need its address and pinned host key." };
+    return true;
+  }
+
+  // ------------------------------------------------------------------ 4 GitHub
+  showGithub() {
+    const body = $("#github-body");
+    const note = stepNote(3, this.app.settings.platform);
+    if (note) {
+      body.replaceChildren(el("p", { class: "note" }, note));
+      return;
+    }
+    const g = this.app.settings.github;
+    body.replaceChildren(
+      el("p", { class: "hint" }, "Writes the repository secrets EC2_HOST, EC2_USER, EC2_SSH_KEY, DOCKER_COMPOSE_DIR and GHCR_PAT (sealed with the repository's public key), pins the host key in the variable EC2_HOST_FINGERPRINT, and installs the deploy workflow when it is missing. Optional: you can also deploy directly over SSH."),
+      el("form", { id: "gh-form", class: "form two" },
+        el("label", {}, "Repository (owner/name)", el("input", { name: "repo", value: g.repo ?? "", autocomplete: "off" })),
+        el("label", {}, "Branch", el("input", { name: "branch", value: g.branch }))),
+      el("div", { class: "row" },
+        el("button", { type: "button", onclick: () => this.githubCheck() }, "Check the workflow"),
+        el("button", { type: "button", class: "primary", onclick: () => this.githubConfigure() }, "Write secrets and workflow")),
+      el("pre", { class: "log", id: "gh-log", hidden: true, tabindex: 0 }),
+    );
+  }
+
+  githubForm() {
+    const f = Object.fromEntries(new FormData($("#gh-form")).entries());
+    return { repo: f.repo.trim(), branch: f.branch.trim() || "main" };
+  }
+
+  async githubCheck() {
+    const log = $("#gh-log");
+    log.hidden = false;
+    try {
+      const s = await call("github_workflow_status", this.githubForm());
+      log.textContent = s.state === "outdated" ? `The repository's workflow differs from the console's:\n${s.diff}` : `Workflow: ${s.state}.`;
+    } catch (e) {
+      log.textContent = e.message;
+    }
+  }
+
+  async githubConfigure() {
+    const log = $("#gh-log");
+    log.hidden = false;
+    log.textContent = "Writing…";
+    try {
+      const r = await call("github_configure", this.githubForm());
+      log.textContent = r.lines.join("\n");
+      await this.app.reloadSettings();
+    } catch (e) {
+      log.textContent = e.message;
+    }
+  }
+
+  leaveGithub() {
+    return true;
+  }
+
+  // ------------------------------------------------------------------ 5 deploy
+  async showDeploy() {
+    $("#deploy-hint").textContent = this.app.target === "sandbox"
+      ? "Deploys one of the images built on this computer. The new version is tried beside the serving one first, then switched in; if it does not become ready the last healthy version comes back by itself."
+      : "Deploys over SSH: pull on the host, try the new version beside the serving one, switch, gate on /readyz.";
+    await this.app.deployments.loadImages($("#wizard-tag"));
+  }
+
+  async deploy() {
+    const rec = await this.app.deployments.deploy($("#wizard-tag").value, this.progress);
+    if (rec && rec.status === "succeeded") this.error("");
+  }
+
+  async leaveDeploy() {
+    const h = await call("history_list", { target: this.app.target });
+    if (!h.serving) throw { message: "Deploy a version first: nothing is serving on this target yet." };
+    return true;
+  }
+
+  // ------------------------------------------------------------------ 6 verify
+  async showVerify() {
+    const body = $("#verify-body");
+    body.replaceChildren(el("p", { class: "muted" }, "Checking the serving version…"));
+    try {
+      const v = await call("service_verify", { target: this.app.target });
+      const card = v.model.card ?? {};
+      body.replaceChildren(
+        el("p", { class: `outcome ${v.ready ? "ok" : "bad"}` }, v.ready ? `Ready: /readyz answered in ${v.ready_ms.toFixed(0)} ms.` : `Not ready: ${v.detail}`),
+        el("dl", { class: "card" },
+          el("dt", {}, "Image tag"), el("dd", {}, v.model.image_tag ?? "–"),
+          el("dt", {}, "Model"), el("dd", {}, `${v.model.name} ${v.model.version}`),
+          el("dt", {}, "Features"), el("dd", {}, String((card.features ?? []).length)),
+          el("dt", {}, "Threshold"), el("dd", {}, String(card.score?.threshold ?? "–")),
+          el("dt", {}, "Held-out ROC-AUC"), el("dd", {}, String(card.evaluation?.holdout_roc_auc ?? "–")),
+          el("dt", {}, "Service"), el("dd", {}, `${v.model.service_version ?? ""} ${v.model.git_revision ?? ""}`)),
+      );
+    } catch (e) {
+      body.replaceChildren(el("p", { class: "form-error" }, e.message));
+    }
+  }
+
+  leaveVerify() {
+    return true;
+  }
+}

@@ -1,0 +1,99 @@
+// UI logic under Node's built-in test runner (no packages): node --test ui/test/
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  advise, ago, checkRemote, fixed, progressInit, progressReduce, pValue, rollbackCandidates,
+  stepNote, verdictLabel, PLATFORMS,
+} from "../js/format.js";
+import { normalizeError } from "../js/api.js";
+
+const FP = "SHA256:" + "A".repeat(43);
+
+test("ago speaks in minutes, hours, days", () => {
+  const now = 1_000_000_000_000;
+  assert.equal(ago(now - 10_000, now), "just now");
+  assert.equal(ago(now - 5 * 60_000, now), "5 min ago");
+  assert.equal(ago(now - 3 * 3_600_000, now), "3 h ago");
+  assert.equal(ago(now - 2 * 86_400_000, now), "2 d ago");
+});
+
+test("numbers in the drift table", () => {
+  assert.equal(fixed(0.12345), "0.123");
+  assert.equal(fixed(null), "–");
+  assert.equal(fixed(NaN), "–");
+  assert.equal(pValue(0.0000001), "<0.001");
+  assert.equal(pValue(0.25), "0.250");
+  assert.equal(verdictLabel("insufficient_data"), "Too few rows");
+});
+
+test("the advisor follows the seed's guidance", () => {
+  assert.equal(advise("control").platform, "ec2");
+  assert.equal(advise("stateless").platform, "cloud-run");
+  assert.equal(advise("enterprise").platform, "azure");
+  assert.equal(advise("demo").platform, "render");
+  assert.equal(advise("try").platform, "sandbox");
+  assert.equal(advise("nonsense"), null);
+  const deploying = PLATFORMS.filter((p) => p.deploys).map((p) => p.id);
+  assert.deepEqual(deploying, ["sandbox", "ssh", "ec2"]);
+  for (const p of PLATFORMS.filter((p) => !p.deploys)) assert.ok(p.needs.length > 40, p.id);
+});
+
+test("the remote-host form names each bad field", () => {
+  const good = { host: "ec2-1-2-3-4.compute.amazonaws.com", port: "22", user: "ubuntu", fingerprint: FP,
+    compose_dir: "/opt/inference", image: "ghcr.io/acme/inference", registry_user: "acme", service_port: "8080" };
+  const ok = checkRemote(good);
+  assert.deepEqual(ok.errors, {});
+  assert.equal(ok.value.port, 22);
+  assert.equal(ok.value.service_port, 8080);
+  const bad = checkRemote({ ...good, host: "a b", port: "70000", fingerprint: "MD5:aa", compose_dir: "opt", image: "Inference" });
+  assert.deepEqual(Object.keys(bad.errors).sort(), ["compose_dir", "fingerprint", "host", "image", "port"]);
+  assert.match(bad.errors.fingerprint, /ssh-keygen -lf/);
+});
+
+test("steps that do not apply say why", () => {
+  assert.match(stepNote(2, "sandbox"), /Nothing to provision/);
+  assert.match(stepNote(2, "ssh"), /you brought the host/);
+  assert.equal(stepNote(2, "ec2"), null);
+  assert.match(stepNote(3, "sandbox"), /not needed/);
+  assert.equal(stepNote(3, "ec2"), null);
+});
+
+test("engine events become steps, a log and an outcome", () => {
+  const events = [
+    { event: "deployment-started", id: 7, target: "sandbox", tag: "v2", trigger: "direct" },
+    { event: "step-started", id: 7, seq: 1, name: "pull", command: "docker-compose pull" },
+    { event: "output", id: 7, seq: 1, stderr: false, text: "Pulling inference ... done\n" },
+    { event: "step-finished", id: 7, seq: 1, ok: true, exit_code: 0, seconds: 1.25 },
+    { event: "output", id: 8, seq: 1, stderr: false, text: "another deployment" },
+    { event: "step-started", id: 7, seq: 2, name: "switch", command: "docker-compose up -d" },
+    { event: "step-finished", id: 7, seq: 2, ok: false, exit_code: 1, seconds: 0.5 },
+    { event: "deployment-finished", id: 7, status: "failed", health: "unready", error: "switch failed" },
+  ];
+  const p = events.reduce(progressReduce, progressInit());
+  assert.equal(p.id, 7);
+  assert.deepEqual(p.steps.map((s) => [s.name, s.state]), [["pull", "ok"], ["switch", "failed"]]);
+  assert.ok(p.log.includes("Pulling inference ... done"));
+  assert.ok(!p.log.includes("another deployment"), "events of another deployment are ignored");
+  assert.deepEqual(p.outcome, { status: "failed", health: "unready", error: "switch failed" });
+  assert.equal(p.log.at(-1), "✘ failed: switch failed");
+});
+
+test("the log keeps the newest lines only", () => {
+  let p = progressReduce(progressInit(), { event: "deployment-started", id: 1, target: "t", tag: "v", trigger: "direct" });
+  p = progressReduce(p, { event: "output", id: 1, seq: 1, stderr: false, text: Array.from({ length: 2500 }, (_, i) => `l${i}`).join("\n") });
+  assert.equal(p.log.length, 2000);
+  assert.equal(p.log.at(-1), "l2499");
+});
+
+test("rollback is offered only to healthy earlier versions", () => {
+  const d = (id, status, health) => ({ id, status, health });
+  const list = [d(5, "failed", "unready"), d(4, "succeeded", "ready"), d(3, "succeeded", "ready"), d(2, "succeeded", "unready")];
+  assert.deepEqual(rollbackCandidates(list, list[1]).map((x) => x.id), [3]);
+  assert.deepEqual(rollbackCandidates(list, null).map((x) => x.id), [4, 3]);
+});
+
+test("errors always reach the page as code and message", () => {
+  assert.deepEqual(normalizeError({ code: "no-docker", message: "start Docker" }), { code: "no-docker", message: "start Docker" });
+  assert.deepEqual(normalizeError("boom"), { code: "internal", message: "boom" });
+  assert.deepEqual(normalizeError({ message: "m" }), { code: "internal", message: "m" });
+});
