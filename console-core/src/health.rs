@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::exec::{ExecError, Executor, TcpStreamLike};
+use crate::secret::Secret;
 
 const MAX_RESPONSE: usize = 1 << 20;
 
@@ -18,7 +19,19 @@ pub struct HttpResponse {
 
 /// One HTTP/1.1 GET with `Connection: close` over `stream`.
 pub async fn http_get(stream: &mut dyn TcpStreamLike, path: &str) -> Result<HttpResponse, String> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    http_get_auth(stream, path, None).await
+}
+
+/// [`http_get`] with an optional bearer token (the service's monitoring API needs one).
+pub async fn http_get_auth(
+    stream: &mut dyn TcpStreamLike,
+    path: &str,
+    bearer: Option<&Secret>,
+) -> Result<HttpResponse, String> {
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n{auth}Connection: close\r\n\r\n");
     stream
         .write_all(req.as_bytes())
         .await

@@ -142,7 +142,15 @@ impl Traffic {
     /// Starts `replay --url http://127.0.0.1:<port> --scenario <s> --rate <r>` for up to an hour.
     /// `scenario` is a comma list of the replay tool's scenarios (normal, anomalies, feedback,
     /// drift, ...).
-    pub fn start(replay: &Path, port: u16, scenario: &str, rate: f64) -> Result<Traffic, String> {
+    /// `token` is the service's monitoring token (the feedback scenario posts labels); it reaches
+    /// the tool in its environment (INFERENCE_TOKEN), not its arguments.
+    pub fn start(
+        replay: &Path,
+        port: u16,
+        scenario: &str,
+        rate: f64,
+        token: Option<&crate::Secret>,
+    ) -> Result<Traffic, String> {
         if scenario.is_empty()
             || !scenario
                 .bytes()
@@ -155,7 +163,11 @@ impl Traffic {
         if !(rate > 0.0 && rate <= 1000.0) {
             return Err(format!("rate {rate} must be between 0 and 1000 requests/s"));
         }
-        let child = Command::new(replay)
+        let mut cmd = Command::new(replay);
+        if let Some(t) = token {
+            cmd.env("INFERENCE_TOKEN", t.expose());
+        }
+        let child = cmd
             .args(["--url", &format!("http://127.0.0.1:{port}")])
             .args(["--scenario", scenario])
             .args(["--rate", &rate.to_string()])
@@ -226,11 +238,11 @@ mod tests {
 
     #[tokio::test]
     async fn traffic_refuses_bad_input() {
-        let e = Traffic::start(Path::new("/bin/true"), 1, "normal;rm", 5.0)
+        let e = Traffic::start(Path::new("/bin/true"), 1, "normal;rm", 5.0, None)
             .err()
             .unwrap();
         assert!(e.contains("comma list"), "{e}");
-        let e = Traffic::start(Path::new("/bin/true"), 1, "normal", 0.0)
+        let e = Traffic::start(Path::new("/bin/true"), 1, "normal", 0.0, None)
             .err()
             .unwrap();
         assert!(e.contains("between 0 and 1000"), "{e}");

@@ -22,6 +22,18 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// A new random token: `bytes` bytes from the OS's random source, as hex.
+    pub fn random_hex(bytes: usize) -> std::io::Result<Secret> {
+        use std::io::Read;
+        let mut b = Zeroizing::new(vec![0u8; bytes]);
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+        let mut s = Zeroizing::new(String::with_capacity(bytes * 2));
+        for x in b.iter() {
+            s.push_str(&format!("{x:02x}"));
+        }
+        Ok(Secret(s))
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -8,12 +8,15 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::health::http_get;
+use crate::health::http_get_auth;
+use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
 pub struct ServiceClient {
     pub addr: SocketAddr,
     pub timeout: Duration,
+    /// Bearer token for the monitoring API (INFERENCE_API_TOKEN of the deployed service).
+    pub token: Option<Secret>,
 }
 
 impl ServiceClient {
@@ -21,7 +24,13 @@ impl ServiceClient {
         ServiceClient {
             addr,
             timeout: Duration::from_secs(5),
+            token: None,
         }
+    }
+
+    pub fn with_token(mut self, token: Option<Secret>) -> ServiceClient {
+        self.token = token;
+        self
     }
 
     /// GET `path` and parse the JSON body. Errors say what failed and where.
@@ -31,7 +40,7 @@ impl ServiceClient {
             let mut s = TcpStream::connect(addr).await.map_err(|e| {
                 format!("the service at {addr} is not answering ({e}); is it deployed and running?")
             })?;
-            let r = http_get(&mut s, path).await?;
+            let r = http_get_auth(&mut s, path, self.token.as_ref()).await?;
             if r.status != 200 {
                 let detail = serde_json::from_str::<Value>(&r.body)
                     .ok()

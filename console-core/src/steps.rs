@@ -117,7 +117,26 @@ fn candidate(t: &Target, tag: &str, port: u16, args: &[&str]) -> Command {
 }
 
 pub fn candidate_up(t: &Target, tag: &str, port: u16) -> Command {
-    candidate(t, tag, port, &["up", "-d"])
+    with_api_token(t, candidate(t, tag, port, &["up", "-d"]))
+}
+
+/// Runs `c` with INFERENCE_API_TOKEN in its environment, read from stdin by a `sh` wrapper, so the
+/// token is in neither a file nor any process's arguments (compose substitutes it into the
+/// container's environment).
+fn with_api_token(t: &Target, c: Command) -> Command {
+    let Some(token) = &t.api_token else {
+        return c;
+    };
+    let mut w = sh(
+        r#"IFS= read -r INFERENCE_API_TOKEN || [ -n "$INFERENCE_API_TOKEN" ] || exit 64; export INFERENCE_API_TOKEN; exec "$@""#,
+        &[],
+    )
+    .arg(c.program)
+    .args(c.args)
+    .stdin(Stdin::Secret(token.clone()));
+    w.cwd = c.cwd;
+    w.env = c.env;
+    w
 }
 
 /// Removes the candidate with its own state volume (`-v`); the live project's volume is another one.
@@ -130,7 +149,7 @@ pub fn down(t: &Target) -> Command {
 }
 
 pub fn up(t: &Target) -> Command {
-    compose(t, &["up", "-d"])
+    with_api_token(t, compose(t, &["up", "-d"]))
 }
 
 pub fn image_ref(t: &Target, tag: &str) -> String {
@@ -177,6 +196,47 @@ mod tests {
             token: Secret::new("token-under-test"),
         });
         t
+    }
+
+    #[test]
+    fn the_api_token_travels_on_stdin_only() {
+        let mut t = target();
+        let token = Secret::new("tok-0123456789abcdef");
+        t.api_token = Some(token.clone());
+        for c in [up(&t), candidate_up(&t, "v2", 8081)] {
+            assert_eq!(c.program, "sh");
+            assert!(
+                !c.argv().iter().any(|a| a.contains("tok-")),
+                "{:?}",
+                c.argv()
+            );
+            assert!(c.argv().ends_with(&["up", "-d"]));
+            assert!(matches!(&c.stdin, Stdin::Secret(s) if s.expose() == token.expose()));
+            assert!(!c.to_shell().contains("tok-"));
+        }
+        // The wrapper really exports what it read, with or without a final newline.
+        let probe = with_api_token(
+            &t,
+            Command::new("sh").args(["-c", r#"printf '%s' "$INFERENCE_API_TOKEN""#]),
+        );
+        for input in ["tok-0123456789abcdef", "tok-0123456789abcdef\n"] {
+            use std::io::Write;
+            let mut child = std::process::Command::new(&probe.program)
+                .args(&probe.args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "tok-0123456789abcdef");
+        }
     }
 
     #[test]

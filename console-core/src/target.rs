@@ -52,6 +52,10 @@ pub struct Target {
     pub candidate_port: Option<u16>,
     /// Limit for any single step (pull included).
     pub step_timeout: Duration,
+    /// The bearer token the service requires for monitoring and feedback (INFERENCE_API_TOKEN).
+    /// It reaches `docker-compose up` on stdin, never a file or a command line; None starts the
+    /// service without one (its monitoring then answers 403 when it listens beyond loopback).
+    pub api_token: Option<Secret>,
 }
 
 impl Target {
@@ -76,6 +80,7 @@ impl Target {
             keep_images: 3,
             candidate_port: port.checked_add(1),
             step_timeout: Duration::from_secs(600),
+            api_token: None,
         }
     }
 
@@ -86,6 +91,9 @@ impl Target {
         }
         if let Host::Ssh(s) = &self.host {
             v.push(&s.key_pem);
+        }
+        if let Some(t) = &self.api_token {
+            v.push(t);
         }
         v
     }

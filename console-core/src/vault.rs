@@ -21,6 +21,9 @@ pub enum SecretName {
     GhcrToken,
     /// The PEM private key for SSH to one host (by host name or address).
     SshKey(String),
+    /// The bearer token a deploy target's service requires for monitoring (INFERENCE_API_TOKEN);
+    /// the console makes it and hands it to the service at `docker-compose up`.
+    ApiToken(String),
 }
 
 impl SecretName {
@@ -32,6 +35,7 @@ impl SecretName {
             SecretName::GithubToken => "github-token".into(),
             SecretName::GhcrToken => "ghcr-token".into(),
             SecretName::SshKey(host) => format!("ssh-key/{host}"),
+            SecretName::ApiToken(target) => format!("api-token/{target}"),
         }
     }
 
@@ -41,12 +45,11 @@ impl SecretName {
             "aws-secret-access-key" => SecretName::AwsSecretAccessKey,
             "github-token" => SecretName::GithubToken,
             "ghcr-token" => SecretName::GhcrToken,
-            other => SecretName::SshKey(
-                other
-                    .strip_prefix("ssh-key/")
-                    .filter(|h| !h.is_empty())?
-                    .to_string(),
-            ),
+            other => match other.split_once('/') {
+                Some(("ssh-key", h)) if !h.is_empty() => SecretName::SshKey(h.to_string()),
+                Some(("api-token", t)) if !t.is_empty() => SecretName::ApiToken(t.to_string()),
+                _ => return None,
+            },
         })
     }
 
@@ -63,6 +66,9 @@ impl SecretName {
         }
         match self {
             SecretName::SshKey(host) if host.trim().is_empty() => bad("the host name is empty"),
+            SecretName::ApiToken(_) if v.trim().len() < 16 => {
+                bad("a monitoring token has at least 16 characters")
+            }
             SecretName::SshKey(_)
                 if !v.contains("-----BEGIN") || !v.contains("PRIVATE KEY-----") =>
             {
@@ -87,6 +93,7 @@ impl fmt::Display for SecretName {
             SecretName::GithubToken => f.write_str("GitHub token"),
             SecretName::GhcrToken => f.write_str("GHCR token"),
             SecretName::SshKey(h) => write!(f, "SSH key for {h}"),
+            SecretName::ApiToken(t) => write!(f, "monitoring token of {t}"),
         }
     }
 }

@@ -11,7 +11,7 @@ use console_core::service::ServiceClient;
 use console_core::ssh::{Forward, SshSession, SshTarget};
 use console_core::target::{Host, RegistryAuth};
 use console_core::vault::{SecretName, Vault};
-use console_core::{Engine, History, Target};
+use console_core::{Engine, History, Secret, Target};
 
 use crate::error::{AppError, AppResult};
 use crate::settings::{RemoteHost, Settings};
@@ -26,6 +26,9 @@ pub struct AppState {
     pub sandbox: tokio::sync::Mutex<Option<sandbox::Engine>>,
     pub traffic: tokio::sync::Mutex<Option<Traffic>>,
     pub tunnel: tokio::sync::Mutex<Option<Tunnel>>,
+    /// Monitoring tokens held only in memory, for targets whose token could not be kept in the
+    /// keychain (none available): valid while this console runs.
+    pub volatile_tokens: Mutex<std::collections::HashMap<String, Secret>>,
 }
 
 /// An open SSH connection forwarding a loopback port to the remote service.
@@ -78,6 +81,7 @@ impl AppState {
             sandbox: tokio::sync::Mutex::new(None),
             traffic: tokio::sync::Mutex::new(None),
             tunnel: tokio::sync::Mutex::new(None),
+            volatile_tokens: Mutex::new(Default::default()),
         })
     }
 
@@ -138,7 +142,12 @@ impl AppState {
                 let e = self.sandbox_engine().await;
                 match (e.docker, e.compose) {
                     (true, Some(compose)) => {
-                        Ok(sandbox::target(&self.data_dir, self.sandbox_port, compose))
+                        let mut t = sandbox::target(&self.data_dir, self.sandbox_port, compose);
+                        if let Ok(p) = std::env::var("MLOPS_SANDBOX_PROJECT") {
+                            t.project = p;
+                        }
+                        t.api_token = Some(self.api_token(&t.name)?.0);
+                        Ok(t)
                     }
                     _ => Err(AppError::new(
                         "no-docker",
@@ -169,6 +178,7 @@ impl AppState {
                         token,
                     });
                 }
+                t.api_token = Some(self.api_token(&t.name)?.0);
                 Ok(t)
             }
             other => Err(AppError::invalid(format!(
@@ -180,18 +190,19 @@ impl AppState {
     /// A client for the target's service: the sandbox's loopback port, or an SSH tunnel to the
     /// remote host's loopback-published port (opened once and reused while it lives).
     pub async fn service(&self, name: &str) -> AppResult<ServiceClient> {
+        let token = Some(self.api_token(&self.history_name(name)?)?.0);
         if name == "sandbox" {
-            return Ok(ServiceClient::new(SocketAddr::from((
-                [127, 0, 0, 1],
-                self.sandbox_port,
-            ))));
+            return Ok(
+                ServiceClient::new(SocketAddr::from(([127, 0, 0, 1], self.sandbox_port)))
+                    .with_token(token),
+            );
         }
         let r = self.remote()?;
         let key = format!("{}@{}:{}>{}", r.user, r.host, r.port, r.service_port);
         let mut g = self.tunnel.lock().await;
         if let Some(t) = g.as_ref() {
             if t.key == key && !t.session.is_closed() {
-                return Ok(client_on(t.forward.local_port));
+                return Ok(client_on(t.forward.local_port).with_token(token));
             }
         }
         *g = None;
@@ -209,7 +220,35 @@ impl AppState {
             session,
             forward,
         });
-        Ok(client_on(port))
+        Ok(client_on(port).with_token(token))
+    }
+
+    /// The monitoring token of a target (its history name): from the keychain, or made and stored
+    /// there on first use. Without a keychain it lives in memory for this run (the second value is
+    /// false then), and a version deployed by an earlier run must be redeployed to be watched again.
+    pub fn api_token(&self, name: &str) -> AppResult<(Secret, bool)> {
+        let key = SecretName::ApiToken(name.to_string());
+        let fresh = || {
+            Secret::random_hex(24)
+                .map_err(|e| AppError::new("random", format!("no random source for a token: {e}")))
+        };
+        match self.vault.get(&key) {
+            Ok(Some(t)) => return Ok((t, true)),
+            Ok(None) => {
+                let t = fresh()?;
+                if self.vault.put(&key, &t).is_ok() {
+                    return Ok((t, true));
+                }
+            }
+            Err(_) => {}
+        }
+        let mut m = self.volatile_tokens.lock().unwrap();
+        if let Some(t) = m.get(name) {
+            return Ok((t.clone(), false));
+        }
+        let t = fresh()?;
+        m.insert(name.to_string(), t.clone());
+        Ok((t, false))
     }
 
     /// The history's name for a target ("sandbox", or the remote host).

@@ -24,6 +24,11 @@ struct Console {
 
 fn console(data: &Path, env: &[(&str, &str)]) -> Console {
     std::env::set_var("MLOPS_CONSOLE_DATA_DIR", data);
+    // No keychain unless a test brings one: nothing here may touch the developer's own keyring.
+    std::env::set_var(
+        "DBUS_SESSION_BUS_ADDRESS",
+        format!("unix:path={}", data.join("no-session-bus").display()),
+    );
     for (k, v) in env {
         std::env::set_var(k, v);
     }
@@ -182,10 +187,6 @@ fn no_keychain_is_a_sentence_with_the_fix() {
     let e3 = c
         .invoke("credential_save", json!({"name": "password", "value": "x"}))
         .unwrap_err();
-    match old {
-        Some(v) => std::env::set_var("DBUS_SESSION_BUS_ADDRESS", v),
-        None => std::env::remove_var("DBUS_SESSION_BUS_ADDRESS"),
-    }
     assert_eq!(e["code"], "keychain-unavailable", "{e}");
     assert!(
         e["message"].as_str().unwrap().contains("gnome-keyring"),

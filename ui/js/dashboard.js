@@ -26,21 +26,21 @@ export class Dashboard {
     this.inflight = false;
     this.visible = false;
     for (const b of $$("[data-range]")) {
-      b.addEventListener("click", () => {
-        this.app.patchSettings({ dashboard: { ...this.app.settings.dashboard, range_s: Number(b.dataset.range) } });
+      b.addEventListener("click", async () => {
+        await this.app.patchSettings({ dashboard: { ...this.app.settings.dashboard, range_s: Number(b.dataset.range) } });
         this.syncControls();
-        this.refresh();
+        await this.refresh();
       });
     }
-    $("#pause").addEventListener("click", () => {
+    $("#pause").addEventListener("click", async () => {
       const paused = !this.app.settings.dashboard.paused;
-      this.app.patchSettings({ dashboard: { ...this.app.settings.dashboard, paused } });
+      await this.app.patchSettings({ dashboard: { ...this.app.settings.dashboard, paused } });
       this.syncControls();
-      if (!paused) this.refresh();
+      if (!paused) await this.refresh();
     });
-    $("#feature").addEventListener("change", (ev) => {
-      this.app.patchSettings({ dashboard: { ...this.app.settings.dashboard, feature: ev.target.value } });
-      this.refresh();
+    $("#feature").addEventListener("change", async (ev) => {
+      await this.app.patchSettings({ dashboard: { ...this.app.settings.dashboard, feature: ev.target.value } });
+      await this.refresh();
     });
     $("#traffic-toggle").addEventListener("click", () => this.toggleTraffic());
     $("#drift-switch").addEventListener("change", () => {

@@ -148,7 +148,15 @@ export function progressReduce(p, e) {
   return next;
 }
 
-/** The rollback targets in a history: healthy, finished, not the one serving. */
+/** The rollback targets in a history: healthy, finished, another version than the one serving,
+ * newest record per version. */
 export function rollbackCandidates(deployments, serving) {
-  return deployments.filter((d) => d.health === "ready" && d.status === "succeeded" && (!serving || d.id !== serving.id));
+  const seen = new Set();
+  return deployments.filter((d) => {
+    if (d.health !== "ready" || d.status !== "succeeded") return false;
+    if (serving && (d.id === serving.id || d.tag === serving.tag)) return false;
+    if (seen.has(d.tag)) return false;
+    seen.add(d.tag);
+    return true;
+  });
 }

@@ -85,11 +85,12 @@ test("the log keeps the newest lines only", () => {
   assert.equal(p.log.at(-1), "l2499");
 });
 
-test("rollback is offered only to healthy earlier versions", () => {
-  const d = (id, status, health) => ({ id, status, health });
-  const list = [d(5, "failed", "unready"), d(4, "succeeded", "ready"), d(3, "succeeded", "ready"), d(2, "succeeded", "unready")];
-  assert.deepEqual(rollbackCandidates(list, list[1]).map((x) => x.id), [3]);
-  assert.deepEqual(rollbackCandidates(list, null).map((x) => x.id), [4, 3]);
+test("rollback is offered only to healthy other versions, once each", () => {
+  const d = (id, tag, status, health) => ({ id, tag, status, health });
+  const list = [d(6, "v1", "succeeded", "ready"), d(5, "v3", "failed", "unready"), d(4, "v2", "succeeded", "ready"),
+    d(3, "v2", "succeeded", "ready"), d(2, "v1", "succeeded", "ready"), d(1, "v0", "succeeded", "unready")];
+  assert.deepEqual(rollbackCandidates(list, list[0]).map((x) => x.id), [4]);
+  assert.deepEqual(rollbackCandidates(list, null).map((x) => x.id), [6, 4]);
 });
 
 test("errors always reach the page as code and message", () => {

@@ -38,8 +38,9 @@ pub async fn traffic_start(
     if let Some(old) = g.take() {
         old.stop().await;
     }
-    let t =
-        Traffic::start(&replay, state.sandbox_port, scenario, rate).map_err(AppError::invalid)?;
+    let (token, _) = state.api_token("sandbox")?;
+    let t = Traffic::start(&replay, state.sandbox_port, scenario, rate, Some(&token))
+        .map_err(AppError::invalid)?;
     *g = Some(t);
     Ok(TrafficStatus {
         running: true,
