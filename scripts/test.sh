@@ -7,6 +7,9 @@ source scripts/env.sh
 
 step() { printf '\n=== %s\n' "$*"; }
 
+step "UI logic (node --test, no packages)"
+node --test ui/test/
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -26,4 +29,6 @@ cargo test --workspace --release
 
 step "system tests (pytest)"
 export INFERENCE_BIN="$CARGO_TARGET_DIR/release/inference"
+export MLOPS_REPLAY_BIN="$CARGO_TARGET_DIR/release/replay"
+export MLOPS_CONSOLE_BIN="$CARGO_TARGET_DIR/release/mlops-console"
 python -m pytest tests -q -rs

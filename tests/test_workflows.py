@@ -14,7 +14,7 @@ import yaml
 from support.project import REPO_ROOT
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
-SECRETS = {"EC2_HOST", "EC2_USER", "EC2_SSH_KEY", "DOCKER_COMPOSE_DIR", "GHCR_PAT"}
+SECRETS = {"EC2_HOST", "EC2_USER", "EC2_SSH_KEY", "DOCKER_COMPOSE_DIR", "GHCR_PAT", "INFERENCE_API_TOKEN"}
 
 
 def _load(name: str) -> dict:
@@ -91,6 +91,10 @@ def test_deploy_script_logs_in_on_stdin_and_runs_compose_in_order():
     order = [i for i, l in enumerate(lines) if re.search(r"docker-compose (pull|down|up -d)$", l)]
     assert [lines[i].split("docker-compose ")[1] for i in order] == ["pull", "down", "up -d"]
     assert sum("GHCR_PAT" in l for l in lines) == 2, "the token is read once into an unexported variable"
+    # The monitoring token likewise, and it reaches only `docker-compose up` (its environment).
+    assert lines[3:5] == ["api_token=${INFERENCE_API_TOKEN:-}", "unset INFERENCE_API_TOKEN"], lines[:5]
+    uses = [l for l in lines if "$api_token" in l]
+    assert uses == ['INFERENCE_API_TOKEN="$api_token" docker-compose up -d'], uses
 
 
 def test_deploy_script_is_clean_posix_sh(tmp_path):

@@ -14,12 +14,15 @@ use serde::Deserialize;
 use crate::secret::Secret;
 
 /// The secrets `.github/workflows/deploy.yml` reads.
-pub const DEPLOY_SECRETS: [&str; 5] = [
+pub const DEPLOY_SECRETS: [&str; 6] = [
     "EC2_HOST",
     "EC2_USER",
     "EC2_SSH_KEY",
     "DOCKER_COMPOSE_DIR",
     "GHCR_PAT",
+    // The service's monitoring token: the workflow hands it to `docker-compose up`, so a version
+    // deployed through GitHub can be watched by the console like one it deployed itself.
+    "INFERENCE_API_TOKEN",
 ];
 /// The variable it pins the host key with.
 pub const FINGERPRINT_VARIABLE: &str = "EC2_HOST_FINGERPRINT";

@@ -64,6 +64,7 @@ pub async fn configure_repository(
     // Everything is read before anything is written, so a missing value changes nothing.
     let key = need(vault, SecretName::SshKey(host.host.clone()))?;
     let ghcr = need(vault, SecretName::GhcrToken)?;
+    let api_token = vault.get_or_create_token(&SecretName::ApiToken(host.host.clone()))?;
     gh.check_secrets_access(repo).await?;
     let (h, u, d) = (
         Secret::new(host.host.clone()),
@@ -79,6 +80,7 @@ pub async fn configure_repository(
                 ("EC2_SSH_KEY", &key),
                 ("DOCKER_COMPOSE_DIR", &d),
                 ("GHCR_PAT", &ghcr),
+                ("INFERENCE_API_TOKEN", &api_token),
             ],
         )
         .await?;

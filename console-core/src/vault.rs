@@ -192,6 +192,18 @@ impl Vault {
         Ok(())
     }
 
+    /// The stored token `name`, or a new random one (24 bytes as hex) stored under it first.
+    pub fn get_or_create_token(&self, name: &SecretName) -> Result<Secret, VaultError> {
+        if let Some(t) = self.get(name)? {
+            return Ok(t);
+        }
+        let t = Secret::random_hex(24).map_err(|e| VaultError::Platform {
+            detail: format!("no random source for a new token: {e}"),
+        })?;
+        self.put(name, &t)?;
+        Ok(t)
+    }
+
     pub fn get(&self, name: &SecretName) -> Result<Option<Secret>, VaultError> {
         match self.entry(&name.account())?.get_password() {
             Ok(v) => Ok(Some(Secret::new(v))),

@@ -654,6 +654,8 @@ async fn the_workflow_deploy_script_deploys_and_its_failures_are_recorded() {
             ("IMAGE_NAME".into(), b.images.repo.clone()),
             ("COMPOSE_DIR".into(), b.target.compose_dir.clone()),
             ("READY_TIMEOUT_S".into(), "20".into()),
+            // The repository secret is not set here: the service starts without a token.
+            ("INFERENCE_API_TOKEN".into(), String::new()),
         ],
         tag: Mutex::new(None),
         pat: Secret::new(b.registry.password.clone()),

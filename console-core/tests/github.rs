@@ -31,6 +31,7 @@ fn deploy_secrets() -> Vec<(&'static str, Secret)> {
         support::fresh_ssh_key(true).0,
         "/home/ubuntu/inference".to_string(),
         support::test_token("ghcr-test-token"),
+        support::test_token("api-test-token"),
     ];
     DEPLOY_SECRETS
         .iter()
@@ -94,7 +95,7 @@ async fn sets_the_deploy_secrets_sealed_so_github_can_read_them() {
         }
     }
     let puts = requests.iter().filter(|r| r["method"] == "put").count();
-    assert_eq!(puts, 10);
+    assert_eq!(puts, 2 * DEPLOY_SECRETS.len());
 }
 
 #[tokio::test]

@@ -412,7 +412,7 @@ fn inner_configure_repository() {
     let r = rt
         .block_on(configure_repository(&gh, &v, &repo, "main", &host))
         .unwrap();
-    assert_eq!(r.secrets.len(), 5);
+    assert_eq!(r.secrets.len(), 6);
     assert_eq!(
         (r.variable, r.workflow_before.clone(), r.workflow_written),
         (
@@ -431,6 +431,16 @@ fn inner_configure_repository() {
     assert_eq!(
         got["secrets"]["GHCR_PAT"].as_str(),
         Some(values[2].as_str())
+    );
+    // The monitoring token was made in the keychain and sent sealed.
+    let api = v
+        .get(&SecretName::ApiToken(host.host.clone()))
+        .unwrap()
+        .expect("a monitoring token in the keychain");
+    assert_eq!(api.expose().len(), 48);
+    assert_eq!(
+        got["secrets"]["INFERENCE_API_TOKEN"].as_str(),
+        Some(api.expose())
     );
     assert_eq!(
         got["secrets"]["EC2_HOST"].as_str(),

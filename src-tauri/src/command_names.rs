@@ -19,6 +19,7 @@ pub const ALL: &[&str] = &[
     "github_workflow_status",
     "github_install_workflow",
     "github_configure",
+    "deploy_github",
     "traffic_start",
     "traffic_stop",
     "traffic_status",

@@ -49,6 +49,7 @@ pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
         github::github_workflow_status,
         github::github_install_workflow,
         github::github_configure,
+        github::deploy_github,
         traffic::traffic_start,
         traffic::traffic_stop,
         traffic::traffic_status,

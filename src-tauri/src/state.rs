@@ -232,15 +232,8 @@ impl AppState {
             Secret::random_hex(24)
                 .map_err(|e| AppError::new("random", format!("no random source for a token: {e}")))
         };
-        match self.vault.get(&key) {
-            Ok(Some(t)) => return Ok((t, true)),
-            Ok(None) => {
-                let t = fresh()?;
-                if self.vault.put(&key, &t).is_ok() {
-                    return Ok((t, true));
-                }
-            }
-            Err(_) => {}
+        if let Ok(t) = self.vault.get_or_create_token(&key) {
+            return Ok((t, true));
         }
         let mut m = self.volatile_tokens.lock().unwrap();
         if let Some(t) = m.get(name) {

@@ -100,6 +100,7 @@ fn the_window_may_call_exactly_the_app_commands() {
         if [
             "traffic_start",
             "deploy",
+            "deploy_github",
             "rollback",
             "provision_ec2",
             "github_configure",

@@ -35,6 +35,8 @@ export class Deployments {
   }
 
   async show() {
+    const g = this.app.settings.github;
+    $("#via-github-wrap").hidden = !(this.app.target === "remote" && g.configured);
     await Promise.all([this.loadImages($("#deploy-tag")), this.loadHistory()]);
   }
 
@@ -53,7 +55,8 @@ export class Deployments {
       toast("Choose a version to deploy.", true);
       return null;
     }
-    return this.run(view, () => call("deploy", { target: this.app.target, tag }));
+    const viaGithub = this.app.target === "remote" && $("#via-github").checked && !$("#via-github-wrap").hidden;
+    return this.run(view, () => call(viaGithub ? "deploy_github" : "deploy", { target: this.app.target, tag }));
   }
 
   async rollback(d, serving) {

@@ -23,6 +23,7 @@ class App {
     $("#target").addEventListener("change", (ev) => this.setTarget(ev.target.value));
     await this.refreshServing();
     await this.showView(this.settings.wizard_step >= 6 ? "dashboard" : "setup");
+    document.body.dataset.readyAt = String(Date.now());
     document.body.dataset.ready = "true";
   }
 

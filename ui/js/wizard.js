@@ -186,7 +186,7 @@ export class Wizard {
     let note = p && !p.deploys ? p.needs : "";
     if (id === "sandbox") note = this.app.info.sandbox.docker
       ? `Ready: ${this.app.info.sandbox.detail}. Images come from ${this.app.info.sandbox.image}, served on 127.0.0.1:${this.app.info.sandbox.port}.`
-      : `No Docker here (${this.app.info.sandbox.detail}). The sandbox needs a running Docker engine and docker-compose to deploy containers.`;
+      : `No Docker here (${this.app.info.sandbox.detail}). The sandbox needs a running Docker engine and docker-compose to deploy containers; scripts/run.sh starts the service as a local process instead, which the Dashboard tab can watch.`;
     $("#platform-note").textContent = note;
     $("#remote-form").hidden = id !== "ssh";
     if (save) this.app.patchSettings({ platform: id });

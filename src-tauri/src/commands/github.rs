@@ -139,3 +139,28 @@ pub async fn github_configure(
     *state.settings.lock().unwrap() = settings;
     Ok(Configured { lines })
 }
+
+/// Deploys `tag` through the repository's workflow (dispatch, follow the run and its job logs),
+/// then gates it from here over SSH like a direct deploy; recorded with its run id.
+#[tauri::command]
+pub async fn deploy_github(
+    state: State<'_, AppState>,
+    target: String,
+    tag: String,
+) -> AppResult<console_core::Deployment> {
+    let g = state.settings().github;
+    let r = g.repo.filter(|_| g.configured).ok_or_else(|| {
+        AppError::new(
+            "github-not-set-up",
+            "the repository is not set up yet; finish the GitHub step of the wizard (or deploy directly over SSH)",
+        )
+    })?;
+    let runner = console_core::github_workflow::GitHubWorkflow::new(
+        std::sync::Arc::new(client(&state)?),
+        repo(&r)?,
+        "deploy.yml",
+        &g.branch,
+    );
+    let t = state.target(&target).await?;
+    Ok(state.engine.deploy_via_workflow(&t, &tag, &runner).await?)
+}

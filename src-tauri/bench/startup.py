@@ -1,0 +1,113 @@
+"""Desktop app start-up benchmark (issue 6 targets: cold start to first paint ≤ 1.5 s, idle RSS ≤ 200 MB).
+
+Launches the release binary ROUNDS times under Xvfb through tauri-driver, exactly as the end-to-end
+test does, and measures for each launch:
+  first paint  from the app process's start (its /proc start time) to the moment the page has drawn
+               its first screen with the app's data (body[data-ready], stamped by the page itself);
+  idle RSS     after 10 s on the dashboard with nothing deployed: the app process alone, and with
+               the WebKit processes it starts (web content, network), which are part of its cost.
+
+  source scripts/env.sh && python src-tauri/bench/startup.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_desktop_e2e import Console  # noqa: E402  (same launcher as the e2e test)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise RuntimeError("no btime in /proc/stat")
+
+
+def start_time(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return boot_time() + int(fields[19]) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        p, pp = map(int, line.split())
+        children.setdefault(pp, []).append(p)
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo.extend(children.get(p, []))
+    return seen
+
+
+def app_pid(binary: Path) -> int:
+    out = subprocess.run(["pgrep", "-n", "-f", str(binary)], capture_output=True, text=True).stdout.split()
+    if not out:
+        raise RuntimeError("the app process was not found")
+    return int(out[0])
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    t = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+    binaries = {
+        "console": Path(os.environ.get("MLOPS_CONSOLE_BIN", t / "mlops-console")),
+        "inference": t / "inference",
+        "replay": Path(os.environ.get("MLOPS_REPLAY_BIN", t / "replay")),
+    }
+    n = next(i for i in range(90, 200) if not Path(f"/tmp/.X11-unix/X{i}").exists())
+    xvfb = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    paints, app_rss, total_rss = [], [], []
+    try:
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                c = Console(Path(tmp), f":{n}", binaries)
+                try:
+                    d = c.driver
+                    deadline = time.monotonic() + 30
+                    while d.find_element("tag name", "body").get_attribute("data-ready") != "true":
+                        assert time.monotonic() < deadline, "the page did not boot"
+                        time.sleep(0.02)
+                    ready_at = int(d.find_element("tag name", "body").get_attribute("data-ready-at")) / 1000
+                    pid = app_pid(binaries["console"])
+                    paints.append(ready_at - start_time(pid))
+                    d.find_element("id", "tab-dashboard").click()
+                    time.sleep(10)
+                    procs = descendants(pid)
+                    app_rss.append(rss_kib(pid) / 1024)
+                    total_rss.append(sum(rss_kib(p) for p in procs) / 1024)
+                finally:
+                    c.close()
+    finally:
+        xvfb.terminate()
+    print(f"desktop start-up, {rounds} cold launches (release build, Xvfb):")
+    print(f"  first paint   median {statistics.median(paints):.2f} s   max {max(paints):.2f} s")
+    print(f"  idle RSS app  median {statistics.median(app_rss):.0f} MiB   max {max(app_rss):.0f} MiB")
+    print(f"  idle RSS all  median {statistics.median(total_rss):.0f} MiB   max {max(total_rss):.0f} MiB (with WebKit's processes)")
+
+
+if __name__ == "__main__":
+    main()
