@@ -221,6 +221,12 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     def has_text(sel: str, needle: str):
         return lambda drv: needle in text(sel)
 
+    def choose(select_id: str, value: str) -> None:
+        """Waits until the select offers `value` (versions load from Docker), then picks it."""
+        opts = f"#{select_id} option"
+        wait(lambda drv: value in [o.get_attribute("value") for o in drv.find_elements(By.CSS_SELECTOR, opts)], 30, f"{value} offered in #{select_id}")
+        Select(d.find_element(By.ID, select_id)).select_by_value(value)
+
     # --- the app opens on the wizard
     wait(lambda drv: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", 60, "the page to boot")
     first_paint = time.monotonic() - console.t0
@@ -251,8 +257,7 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     click("#wiz-next")
 
     # --- 5 deploy v1 with live progress
-    wait(lambda drv: "v1" in [o.get_attribute("value") for o in drv.find_elements(By.CSS_SELECTOR, "#wizard-tag option")], 30, "local images listed")
-    Select(d.find_element(By.ID, "wizard-tag")).select_by_value("v1")
+    choose("wizard-tag", "v1")
     click('#wizard-deploy button[type="submit"]')
     wait(EC.visibility_of_element_located((By.CSS_SELECTOR, "#wizard-progress .steps li")), 60, "live step progress")
     wait(EC.presence_of_element_located((By.CSS_SELECTOR, "#wizard-progress .outcome")), 240, "the deploy to finish")
@@ -290,8 +295,7 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
 
     # --- deployments: v2, then one-click rollback to v1
     click("#tab-deployments")
-    wait(lambda drv: "v2" in [o.get_attribute("value") for o in drv.find_elements(By.CSS_SELECTOR, "#deploy-tag option")], 30, "v2 listed")
-    Select(d.find_element(By.ID, "deploy-tag")).select_by_value("v2")
+    choose("deploy-tag", "v2")
     click('#deploy-form button[type="submit"]')
     wait(has_text("#serving", "serving v2"), 240, "v2 serving")
     shot("deploy-v2")

@@ -281,12 +281,14 @@ mod tests {
         let mut s = Settings::default();
         s.aws.region = "Europe".into();
         assert!(s.validate().unwrap_err().message.contains("region"));
-        let mut s = Settings::default();
-        s.remote = Some(RemoteHost {
-            host: "h".into(),
-            fingerprint: "MD5:aa".into(),
-            ..RemoteHost::default()
-        });
+        let s = Settings {
+            remote: Some(RemoteHost {
+                host: "h".into(),
+                fingerprint: "MD5:aa".into(),
+                ..RemoteHost::default()
+            }),
+            ..Settings::default()
+        };
         assert!(s.validate().unwrap_err().message.contains("SHA256"));
     }
 }

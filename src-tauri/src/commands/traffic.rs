@@ -7,13 +7,24 @@ use tauri::State;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct TrafficStatus {
     pub running: bool,
     pub scenario: Option<String>,
     pub rate: Option<f64>,
     /// Why the replay tool stopped by itself, if it did.
     pub stopped: Option<String>,
+}
+
+impl TrafficStatus {
+    fn of(t: &Traffic, running: bool, stopped: Option<String>) -> TrafficStatus {
+        TrafficStatus {
+            running,
+            scenario: Some(t.scenario.clone()),
+            rate: Some(t.rate),
+            stopped,
+        }
+    }
 }
 
 /// Starts (or restarts with new settings) the replay tool against the sandbox.
@@ -41,13 +52,9 @@ pub async fn traffic_start(
     let (token, _) = state.api_token("sandbox")?;
     let t = Traffic::start(&replay, state.sandbox_port, scenario, rate, Some(&token))
         .map_err(AppError::invalid)?;
+    let status = TrafficStatus::of(&t, true, None);
     *g = Some(t);
-    Ok(TrafficStatus {
-        running: true,
-        scenario: Some(scenario.into()),
-        rate: Some(rate),
-        stopped: None,
-    })
+    Ok(status)
 }
 
 #[tauri::command]
@@ -55,41 +62,21 @@ pub async fn traffic_stop(state: State<'_, AppState>) -> AppResult<TrafficStatus
     if let Some(t) = state.traffic.lock().await.take() {
         t.stop().await;
     }
-    Ok(TrafficStatus {
-        running: false,
-        scenario: None,
-        rate: None,
-        stopped: None,
-    })
+    Ok(TrafficStatus::default())
 }
 
 #[tauri::command]
 pub async fn traffic_status(state: State<'_, AppState>) -> AppResult<TrafficStatus> {
     let mut g = state.traffic.lock().await;
     let Some(t) = g.as_mut() else {
-        return Ok(TrafficStatus {
-            running: false,
-            scenario: None,
-            rate: None,
-            stopped: None,
-        });
+        return Ok(TrafficStatus::default());
     };
     match t.finished().await {
-        None => Ok(TrafficStatus {
-            running: true,
-            scenario: Some(t.scenario.clone()),
-            rate: Some(t.rate),
-            stopped: None,
-        }),
+        None => Ok(TrafficStatus::of(t, true, None)),
         Some(why) => {
-            let (scenario, rate) = (t.scenario.clone(), t.rate);
+            let status = TrafficStatus::of(t, false, Some(why));
             *g = None;
-            Ok(TrafficStatus {
-                running: false,
-                scenario: Some(scenario),
-                rate: Some(rate),
-                stopped: Some(why),
-            })
+            Ok(status)
         }
     }
 }
