@@ -25,6 +25,12 @@ pub fn init<R: Runtime>(app: &tauri::App<R>) -> AppResult<()> {
         let _ = handle.emit(ENGINE_EVENT, e);
     });
     app.manage(state::AppState::open(state::data_dir(), progress)?);
+    // Looking for Docker and compose takes about half a second (docker-compose is a Python
+    // program): start now, while the window loads, instead of when the page first asks.
+    let handle = app.handle().clone();
+    tauri::async_runtime::spawn(async move {
+        handle.state::<state::AppState>().sandbox_engine().await;
+    });
     Ok(())
 }
 

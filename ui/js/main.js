@@ -7,6 +7,8 @@ import { Dashboard } from "./dashboard.js";
 import { Deployments } from "./deployments.js";
 import { Wizard } from "./wizard.js";
 
+const SCRIPT_AT = Date.now();
+
 class App {
   async start() {
     this.info = await call("app_info");
@@ -24,6 +26,9 @@ class App {
     await this.refreshServing();
     await this.showView(this.settings.wizard_step >= 6 ? "dashboard" : "setup");
     document.body.dataset.readyAt = String(Date.now());
+    // For the start-up benchmark: when the page began loading, and when this script first ran.
+    document.body.dataset.navAt = String(Math.round(performance.timeOrigin));
+    document.body.dataset.scriptAt = String(SCRIPT_AT);
     document.body.dataset.ready = "true";
   }
 

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::bins;
 use super::bucket::Bucket;
-use super::summary::{feature_drift, ground_truth, score_drift, PREDICT_ROUTE};
+use super::summary::{confusion, feature_drift, score_drift, PREDICT_ROUTE};
 use super::system::SystemSample;
 use super::Monitor;
 
@@ -114,7 +114,15 @@ fn value(
         let dt = (now.at - before.at).max(1) as f64;
         Some(f(now).saturating_sub(f(before)) as f64 / dt)
     };
-    let gt = |key: &str| ground_truth(b, layout.threshold)[key].as_f64();
+    // Counts only: a point needs no ROC-AUC (whose sort would dominate a day of points).
+    let gt = |key: &str| {
+        let c = confusion(b, layout.threshold);
+        match key {
+            "precision" => c.precision,
+            "recall" => c.recall,
+            _ => c.f1,
+        }
+    };
     match metric {
         Metric::Simple(name) => match name {
             "requests" => Some(requests as f64),
