@@ -308,6 +308,16 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     wait(has_text("#history tbody", "rollback of"), 30, "the rollback in the history")
     shot("rolled-back")
 
+    # --- a version that never becomes ready is refused beside the live one, which keeps serving
+    choose("deploy-tag", "broken")
+    click('#deploy-form button[type="submit"]')
+    wait(EC.presence_of_element_located((By.CSS_SELECTOR, "#deploy-progress .outcome.bad")), 120, "the broken deploy to fail")
+    first_row = lambda drv: drv.find_element(By.CSS_SELECTOR, "#history tbody tr").text  # noqa: E731
+    wait(lambda drv: "broken" in first_row(drv) and "failed" in first_row(drv), 30, "the failure in the history")
+    assert "kept serving" in first_row(d), first_row(d)
+    assert "serving v1" in text("#serving")
+    shot("broken-refused")
+
     with urllib.request.urlopen(f"http://127.0.0.1:{console.port}/v1/model", timeout=5) as r:
         model = json.load(r)
     assert model["image_tag"] == "v1", model

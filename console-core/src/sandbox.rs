@@ -85,6 +85,8 @@ pub fn target(data_dir: &Path, port: u16, compose: Vec<String>) -> Target {
     );
     t.compose = compose;
     t.project = "mlops-sandbox".into();
+    // Local images start in about a second: a version not ready in 20 s is not going to be.
+    t.ready_timeout = Duration::from_secs(20);
     t
 }
 
