@@ -2,7 +2,7 @@
 //! live histogram over its training baseline. Pure functions of their input, so the dashboard's
 //! refresh cost is measurable without a window and the same SVG reaches every front end.
 
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -282,15 +282,22 @@ fn draw_time_chart(
         }
     }
     if c.lines.len() > 1 || c.lines.iter().any(|l| !l.label.is_empty()) {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GRID)
-            .label_font(("sans-serif", 11).into_font().color(&AXIS))
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
     Ok(())
+}
+
+/// The series labels, top right, in the charts' one style.
+fn draw_legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(GRID)
+        .label_font(("sans-serif", 11).into_font().color(&AXIS))
+        .draw()
 }
 
 /// Runs of consecutive points with a value; a single isolated point becomes a tiny segment so it
@@ -455,13 +462,7 @@ fn draw_histogram(
             )))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(GRID)
-        .label_font(("sans-serif", 11).into_font().color(&AXIS))
-        .draw()?;
+    draw_legend(&mut chart)?;
     Ok(())
 }
 

@@ -266,7 +266,9 @@ pub async fn refresh(
         wanted.push(format!("psi:{f}"));
     }
     wanted.push("score_psi".into());
-    let fetched = futures_join_all(wanted.iter().map(|m| client.series(m, from, to, step))).await;
+    let fetched =
+        futures_util::future::join_all(wanted.iter().map(|m| client.series(m, from, to, step)))
+            .await;
     let mut series = std::collections::HashMap::new();
     for (m, r) in wanted.iter().zip(fetched) {
         series.insert(m.clone(), r?);
@@ -376,34 +378,6 @@ pub async fn refresh(
         fetch_ms,
         draw_ms,
     })
-}
-
-/// Runs the futures concurrently on this task and returns their results in order.
-async fn futures_join_all<F, T>(futs: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T>,
-{
-    let futs: Vec<_> = futs.map(Box::pin).collect();
-    let mut out: Vec<Option<T>> = futs.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = futs.into_iter().enumerate().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => {
-                out[*i] = Some(v);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|v| v.expect("every future finished"))
-        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -26,9 +26,9 @@ pub struct AppState {
     pub sandbox: tokio::sync::Mutex<Option<sandbox::Engine>>,
     pub traffic: tokio::sync::Mutex<Option<Traffic>>,
     pub tunnel: tokio::sync::Mutex<Option<Tunnel>>,
-    /// Monitoring tokens held only in memory, for targets whose token could not be kept in the
-    /// keychain (none available): valid while this console runs.
-    pub volatile_tokens: Mutex<std::collections::HashMap<String, Secret>>,
+    /// Monitoring tokens by target, read once (every dashboard refresh needs one), with whether
+    /// the keychain keeps them: one made without a keychain lives only while this console runs.
+    pub tokens: Mutex<std::collections::HashMap<String, (Secret, bool)>>,
 }
 
 /// An open SSH connection forwarding a loopback port to the remote service.
@@ -81,7 +81,7 @@ impl AppState {
             sandbox: tokio::sync::Mutex::new(None),
             traffic: tokio::sync::Mutex::new(None),
             tunnel: tokio::sync::Mutex::new(None),
-            volatile_tokens: Mutex::new(Default::default()),
+            tokens: Mutex::new(Default::default()),
         })
     }
 
@@ -227,21 +227,24 @@ impl AppState {
     /// there on first use. Without a keychain it lives in memory for this run (the second value is
     /// false then), and a version deployed by an earlier run must be redeployed to be watched again.
     pub fn api_token(&self, name: &str) -> AppResult<(Secret, bool)> {
-        let key = SecretName::ApiToken(name.to_string());
-        let fresh = || {
-            Secret::random_hex(24)
-                .map_err(|e| AppError::new("random", format!("no random source for a token: {e}")))
-        };
-        if let Ok(t) = self.vault.get_or_create_token(&key) {
-            return Ok((t, true));
-        }
-        let mut m = self.volatile_tokens.lock().unwrap();
+        let mut m = self.tokens.lock().unwrap();
         if let Some(t) = m.get(name) {
-            return Ok((t.clone(), false));
+            return Ok(t.clone());
         }
-        let t = fresh()?;
+        let t = match self
+            .vault
+            .get_or_create_token(&SecretName::ApiToken(name.to_string()))
+        {
+            Ok(t) => (t, true),
+            Err(_) => (
+                Secret::random_hex(24).map_err(|e| {
+                    AppError::new("random", format!("no random source for a token: {e}"))
+                })?,
+                false,
+            ),
+        };
         m.insert(name.to_string(), t.clone());
-        Ok((t, false))
+        Ok(t)
     }
 
     /// The history's name for a target ("sandbox", or the remote host).

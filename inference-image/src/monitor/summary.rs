@@ -151,15 +151,7 @@ pub fn confusion(merged: &Bucket, threshold: f64) -> Confusion {
 }
 
 pub fn ground_truth(merged: &Bucket, threshold: f64) -> Value {
-    let Confusion {
-        tp,
-        fp,
-        tn,
-        fnn,
-        precision,
-        recall,
-        f1,
-    } = confusion(merged, threshold);
+    let c = confusion(merged, threshold);
     // ROC-AUC sorts its rows: past AUC_MAX_ROWS it is computed on an even stride through them
     // (the labels arrive in time order, so the stride spans the whole window). The counts above
     // stay exact.
@@ -173,8 +165,8 @@ pub fn ground_truth(merged: &Bucket, threshold: f64) -> Value {
     json!({
         "labelled": merged.feedback.len() as u64 + merged.feedback_dropped,
         "labelled_kept": merged.feedback.len(),
-        "true_positives": tp, "false_positives": fp, "true_negatives": tn, "false_negatives": fnn,
-        "precision": precision, "recall": recall, "f1": f1,
+        "true_positives": c.tp, "false_positives": c.fp, "true_negatives": c.tn, "false_negatives": c.fnn,
+        "precision": c.precision, "recall": c.recall, "f1": c.f1,
         "roc_auc": roc_auc(&scores, &labels),
         "roc_auc_rows": scores.len(),
     })
