@@ -189,15 +189,19 @@ def console(tmp_path, display, binaries, sandbox_images):
 def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     d = console.driver
+    # The page re-renders tables and charts on every refresh: an element found a moment ago may be
+    # gone by the time it is read. Waits retry on that; one-off reads go through `row_text`.
+    transient = (NoSuchElementException, StaleElementReferenceException)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shots: list[str] = []
 
     def wait(cond, timeout=30.0, what=""):
         try:
-            return WebDriverWait(d, timeout, poll_frequency=0.2).until(cond)
+            return WebDriverWait(d, timeout, poll_frequency=0.2, ignored_exceptions=transient).until(cond)
         except Exception as e:
             shot("failure")
             raise AssertionError(f"waiting for {what}: {e!r}\npage errors: {text('#toast')}") from e
@@ -207,6 +211,10 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
             return d.find_element(By.CSS_SELECTOR, sel).text
         except Exception:
             return ""
+
+    def rows_text(sel: str) -> list[str]:
+        """Texts of the rows matching `sel`, read in one script call so no row goes stale midway."""
+        return d.execute_script("return [...document.querySelectorAll(arguments[0])].map(r => r.innerText)", sel)
 
     def shot(name: str) -> None:
         # Two animation frames: the DOM state waited for is painted before the capture.
@@ -282,8 +290,9 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     wait(has_text("#traffic-state", "drift"), what="replay running with drift")
     wait(has_text("#drift-verdict", "Drift"), 120, "input drift flagged")
     wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#alerts li.critical"), 30, "a critical alert badge")
-    drifted = [r.get_attribute("data-feature") for r in d.find_elements(By.CSS_SELECTOR, "#drift-table tbody tr")
-               if "Drift" in r.text]
+    drifted = d.execute_script(
+        "return [...document.querySelectorAll('#drift-table tbody tr')]"
+        ".filter(r => r.innerText.includes('Drift')).map(r => r.dataset.feature)")
     assert len(drifted) >= 3, drifted
     shot("dashboard-drift")
     click('[data-range="86400"]')
@@ -312,9 +321,13 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     choose("deploy-tag", "broken")
     click('#deploy-form button[type="submit"]')
     wait(EC.presence_of_element_located((By.CSS_SELECTOR, "#deploy-progress .outcome.bad")), 120, "the broken deploy to fail")
-    first_row = lambda drv: drv.find_element(By.CSS_SELECTOR, "#history tbody tr").text  # noqa: E731
-    wait(lambda drv: "broken" in first_row(drv) and "failed" in first_row(drv), 30, "the failure in the history")
-    assert "kept serving" in first_row(d), first_row(d)
+    def first_row() -> str:
+        rows = rows_text("#history tbody tr")
+        return rows[0] if rows else ""
+
+    wait(lambda drv: "broken" in first_row() and "failed" in first_row(), 30, "the failure in the history")
+    row = first_row()
+    assert "kept serving" in row, row
     assert "serving v1" in text("#serving")
     shot("broken-refused")
 
