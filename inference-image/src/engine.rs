@@ -1,12 +1,18 @@
-//! Runs the model off the async workers: a small pool of threads, each owning one ONNX Runtime
+//! Runs the model mostly off the async workers: a small pool of threads, each with one ONNX Runtime
 //! session, fed by a bounded channel. A worker takes every job already waiting (up to the batch
 //! limit) and scores them in one `run`, so concurrent requests share forward passes. Admission is a
 //! semaphore: when every permit is taken the caller gets `Overloaded` at once instead of a queue
 //! that grows without bound.
+//!
+//! When nothing is queued and a session is free, a small request is scored right where it arrives:
+//! a forward pass of a few rows takes microseconds, less than handing the job to a worker thread
+//! and being woken with the answer. Under load the queue is rarely empty, so requests go through
+//! the workers and keep sharing forward passes.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -34,6 +40,17 @@ pub enum EngineError {
 }
 
 const PROBE_HEADROOM: usize = 8;
+/// Largest request scored inline when the engine is idle (a forward pass of this many rows takes
+/// tens of microseconds, short enough to run on an async worker).
+const INLINE_MAX_ROWS: usize = 64;
+
+/// The sessions, shared by the worker threads (session `i` belongs to worker `i`) and the inline
+/// path, which only ever try-locks them.
+struct Pool {
+    scorers: Vec<Mutex<Scorer>>,
+    /// Jobs sent to the workers and not answered yet.
+    queued: AtomicUsize,
+}
 
 /// The rows a request sent, given back with their reconstruction errors (for monitoring).
 #[derive(Debug)]
@@ -50,6 +67,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Engine {
     tx: SyncSender<Job>,
+    pool: Arc<Pool>,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     width: usize,
@@ -72,11 +90,16 @@ impl Engine {
         let rx = Arc::new(Mutex::new(rx));
         let width = card.width();
         let max_rows = cfg.max_batch_rows.max(1);
-        for (i, scorer) in scorers.into_iter().enumerate() {
+        let pool = Arc::new(Pool {
+            scorers: scorers.into_iter().map(Mutex::new).collect(),
+            queued: AtomicUsize::new(0),
+        });
+        for i in 0..workers {
             let rx = Arc::clone(&rx);
+            let pool = Arc::clone(&pool);
             thread::Builder::new()
                 .name(format!("onnx-worker-{i}"))
-                .spawn(move || worker(scorer, &rx, width, max_rows))
+                .spawn(move || worker(&pool, i, &rx, width, max_rows))
                 .map_err(|e| {
                     EngineError::Model(ModelError::Run(format!(
                         "cannot start a worker thread: {e}"
@@ -85,6 +108,7 @@ impl Engine {
         }
         Ok(Self {
             tx,
+            pool,
             permits: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             max_concurrent: cfg.max_concurrent.max(1),
             width,
@@ -116,10 +140,18 @@ impl Engine {
 
     async fn submit(&self, rows: Vec<f32>) -> Result<Scored, EngineError> {
         debug_assert_eq!(rows.len() % self.width, 0);
+        let rows = match self.score_inline(rows) {
+            Ok(scored) => return scored,
+            Err(rows) => rows,
+        };
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Job { rows, reply }).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => EngineError::Overloaded(self.max_concurrent),
-            mpsc::TrySendError::Disconnected(_) => EngineError::Stopped,
+        self.pool.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.try_send(Job { rows, reply }).map_err(|e| {
+            self.pool.queued.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                mpsc::TrySendError::Full(_) => EngineError::Overloaded(self.max_concurrent),
+                mpsc::TrySendError::Disconnected(_) => EngineError::Stopped,
+            }
         })?;
         match rx.await {
             Ok(Ok(scored)) => Ok(scored),
@@ -127,9 +159,28 @@ impl Engine {
             Err(_) => Err(EngineError::Stopped),
         }
     }
+
+    /// Scores a small request here and now if no job is queued and a session is free; otherwise
+    /// hands the rows back for the workers.
+    fn score_inline(&self, rows: Vec<f32>) -> Result<Result<Scored, EngineError>, Vec<f32>> {
+        if rows.len() > INLINE_MAX_ROWS * self.width
+            || self.pool.queued.load(Ordering::Acquire) != 0
+        {
+            return Err(rows);
+        }
+        let Some(mut scorer) = self.pool.scorers.iter().find_map(|s| s.try_lock().ok()) else {
+            return Err(rows);
+        };
+        let result = scorer.errors(&rows);
+        drop(scorer);
+        Ok(match result {
+            Ok(errors) => Ok(Scored { rows, errors }),
+            Err(e) => Err(e.into()),
+        })
+    }
 }
 
-fn worker(mut scorer: Scorer, rx: &Mutex<Receiver<Job>>, width: usize, max_rows: usize) {
+fn worker(pool: &Pool, index: usize, rx: &Mutex<Receiver<Job>>, width: usize, max_rows: usize) {
     let mut batch: Vec<Job> = Vec::new();
     let mut carried: Option<Job> = None;
     let mut rows: Vec<f32> = Vec::new();
@@ -161,40 +212,51 @@ fn worker(mut scorer: Scorer, rx: &Mutex<Receiver<Job>>, width: usize, max_rows:
                 }
             }
         }
-        if batch.len() == 1 {
-            let job = batch.pop().expect("one job");
-            let result = match scorer.errors(&job.rows) {
-                Ok(errors) => Ok(Scored {
+        let answered = batch.len();
+        let mut scorer = pool.scorers[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        score_batch(&mut scorer, &mut batch, &mut rows, width);
+        drop(scorer);
+        pool.queued.fetch_sub(answered, Ordering::AcqRel);
+    }
+}
+
+/// Scores the jobs in one forward pass and answers each with its own rows' errors.
+fn score_batch(scorer: &mut Scorer, batch: &mut Vec<Job>, rows: &mut Vec<f32>, width: usize) {
+    if batch.len() == 1 {
+        let job = batch.pop().expect("one job");
+        let result = match scorer.errors(&job.rows) {
+            Ok(errors) => Ok(Scored {
+                rows: job.rows,
+                errors,
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = job.reply.send(result);
+        return;
+    }
+    rows.clear();
+    for job in batch.iter() {
+        rows.extend_from_slice(&job.rows);
+    }
+    match scorer.errors(rows) {
+        Ok(errors) => {
+            let mut offset = 0;
+            for job in batch.drain(..) {
+                let n = job.rows.len() / width;
+                let errors = errors[offset..offset + n].to_vec();
+                offset += n;
+                let _ = job.reply.send(Ok(Scored {
                     rows: job.rows,
                     errors,
-                }),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = job.reply.send(result);
-            continue;
-        }
-        rows.clear();
-        for job in &batch {
-            rows.extend_from_slice(&job.rows);
-        }
-        match scorer.errors(&rows) {
-            Ok(errors) => {
-                let mut offset = 0;
-                for job in batch.drain(..) {
-                    let n = job.rows.len() / width;
-                    let errors = errors[offset..offset + n].to_vec();
-                    offset += n;
-                    let _ = job.reply.send(Ok(Scored {
-                        rows: job.rows,
-                        errors,
-                    }));
-                }
+                }));
             }
-            Err(e) => {
-                let reason = e.to_string();
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(reason.clone()));
-                }
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(reason.clone()));
             }
         }
     }

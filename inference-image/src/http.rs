@@ -263,9 +263,7 @@ async fn score_request(
         return Err(ApiError::Validation(overflowed));
     }
     let threshold = state.card.score.threshold;
-    let id = uuid::Uuid::new_v4();
-    let request_id = id.to_string();
-    state.monitor.remember(id, &errors);
+    let request_id = state.monitor.remember(&errors).to_string();
     state.monitor.record(Event::Scored {
         at: now_secs(),
         rows: scored.rows,

@@ -23,12 +23,25 @@ pub const SCORE_BINS_PER_DECADE: usize = 8;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bins {
     pub edges: Vec<f64>,
+    /// For equal-width edges: the first edge and the inverse width, so `index` computes the slot
+    /// instead of searching for it (every scored value is binned this way).
+    uniform: Option<(f64, f64)>,
 }
 
 impl Bins {
     pub fn new(edges: Vec<f64>) -> Self {
         debug_assert!(edges.windows(2).all(|w| w[0] < w[1]));
-        Self { edges }
+        let uniform = (edges.len() >= 3)
+            .then(|| {
+                let n = edges.len() - 1;
+                let width = (edges[n] - edges[0]) / n as f64;
+                let equal = edges
+                    .windows(2)
+                    .all(|w| ((w[1] - w[0]) - width).abs() <= width * 1e-9);
+                (equal && width > 0.0).then_some((edges[0], 1.0 / width))
+            })
+            .flatten();
+        Self { edges, uniform }
     }
 
     /// Count slots: one open bin below, `edges.len() - 1` closed bins, one open bin above.
@@ -43,7 +56,23 @@ impl Bins {
     /// The slot of `v`: 0 below the first edge, then [e_i, e_{i+1}) → i + 1, last edge and above →
     /// the top closed bin or the open top bin.
     pub fn index(&self, v: f64) -> usize {
-        self.edges.partition_point(|&e| e <= v)
+        let Some((lo, inv_width)) = self.uniform else {
+            return self.edges.partition_point(|&e| e <= v);
+        };
+        if v.is_nan() {
+            return 0;
+        }
+        // The guess is off by at most one where rounding meets an edge; the edges decide.
+        let n = self.edges.len();
+        let guess = ((v - lo) * inv_width).floor() + 1.0;
+        let mut slot = guess.clamp(0.0, n as f64) as usize;
+        while slot < n && self.edges[slot] <= v {
+            slot += 1;
+        }
+        while slot > 0 && self.edges[slot - 1] > v {
+            slot -= 1;
+        }
+        slot
     }
 
     /// One representative point per slot: bin midpoints, and half a neighbouring bin width
@@ -172,6 +201,45 @@ mod tests {
         assert_eq!(b.index(1.0), 2);
         assert_eq!(b.index(2.0), 3);
         assert_eq!(b.index(5.0), 3);
+    }
+
+    #[test]
+    fn computed_slots_equal_searched_slots() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for (lo, hi) in [(0.0, 1.0), (-3.7, 12.25), (1e-6, 2e-6), (-1e5, 1e5)] {
+            let edges: Vec<f64> = (0..=FINE_BINS)
+                .map(|i| lo + (hi - lo) * i as f64 / FINE_BINS as f64)
+                .collect();
+            let b = Bins::new(edges.clone());
+            assert!(b.uniform.is_some());
+            let span = hi - lo;
+            let mut values: Vec<f64> = (0..20_000)
+                .map(|_| lo - span + 3.0 * span * next())
+                .collect();
+            // Exactly on every edge, and a hair to either side.
+            for &e in &edges {
+                values.extend([e, e.next_down(), e.next_up()]);
+            }
+            values.extend([
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NAN,
+                f64::MAX,
+                f64::MIN,
+            ]);
+            for v in values {
+                let searched = edges.partition_point(|&e| e <= v);
+                assert_eq!(b.index(v), searched, "value {v} in [{lo}, {hi}]");
+            }
+        }
+        // Unequal edges are searched.
+        assert!(Bins::new(vec![0.0, 1.0, 3.0]).uniform.is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod drift;
 pub mod feedback;
 pub mod persist;
 pub mod prometheus;
+pub mod request_id;
 pub mod series;
 pub mod summary;
 pub mod system;
@@ -25,7 +26,7 @@ use uuid::Uuid;
 use crate::card::ModelCard;
 use crate::request::{Issue, IssueKind};
 use bins::Bins;
-use bucket::{Bucket, Labelled};
+use bucket::{Bucket, Labelled, RouteStats};
 
 /// Minutes of history kept (25 h, so a 24 h window is always complete).
 pub const RETENTION_MINUTES: i64 = 25 * 60;
@@ -112,7 +113,7 @@ pub struct Monitor {
     pub layout: Layout,
     pub card: Arc<ModelCard>,
     history: Mutex<History>,
-    /// Since this process started, for Prometheus counters.
+    /// Since this process started, for Prometheus counters (without per-feature histograms).
     totals: Mutex<Bucket>,
     registry: Mutex<feedback::Registry>,
     tx: mpsc::SyncSender<Event>,
@@ -289,16 +290,16 @@ impl Monitor {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Remembers a prediction for later feedback.
-    pub fn remember(&self, id: Uuid, errors: &[f64]) {
+    /// Remembers a prediction for later feedback and returns its request id.
+    pub fn remember(&self, errors: &[f64]) -> Uuid {
         if !self.enabled {
-            return;
+            return Uuid::new_v4();
         }
         let minute = now_secs() / 60;
         self.registry
             .lock()
             .expect("not poisoned")
-            .remember(id, minute, errors);
+            .remember(minute, errors)
     }
 
     pub fn label(
@@ -331,12 +332,12 @@ impl Monitor {
             let minute = at / 60;
             history.dirty.insert(minute);
             let bucket = bucket_for(&mut history.buckets, &self.layout, minute);
-            self.fold(bucket, &event);
-            self.fold(&mut totals, &event);
+            self.fold(bucket, &event, Depth::Full);
+            self.fold(&mut totals, &event, Depth::Counters);
         }
     }
 
-    fn fold(&self, b: &mut Bucket, event: &Event) {
+    fn fold(&self, b: &mut Bucket, event: &Event, depth: Depth) {
         let layout = &self.layout;
         match event {
             Event::Request {
@@ -346,7 +347,10 @@ impl Monitor {
                 in_flight,
                 ..
             } => {
-                let r = b.routes.entry((*route).to_string()).or_default();
+                if !b.routes.contains_key(*route) {
+                    b.routes.insert((*route).to_string(), RouteStats::default());
+                }
+                let r = b.routes.get_mut(*route).expect("inserted above");
                 let class = (*status as usize / 100).clamp(1, 5) - 1;
                 r.status[class] += 1;
                 if r.latency.is_empty() {
@@ -362,6 +366,7 @@ impl Monitor {
             Event::Scored { rows, errors, .. } => {
                 let width = layout.feature_names.len();
                 b.rows += errors.len() as u64;
+                let rows = if depth == Depth::Full { &rows[..] } else { &[] };
                 for row in rows.chunks_exact(width) {
                     for (j, &v) in row.iter().enumerate() {
                         let v = f64::from(v);
@@ -491,6 +496,14 @@ fn bucket_for<'a>(
             &mut buckets[0]
         }
     }
+}
+
+/// How much of an event a bucket takes: the history's buckets everything, the process totals (for
+/// Prometheus counters) everything but the per-feature histograms, which only the history serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    Full,
+    Counters,
 }
 
 /// Decrements the in-flight count when a request finishes.
