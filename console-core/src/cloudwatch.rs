@@ -122,6 +122,11 @@ impl Reader {
         Reader { client }
     }
 
+    /// A reader for a loaded AWS configuration (see [`crate::aws::AwsTarget::load`]).
+    pub fn for_config(config: &aws_config::SdkConfig) -> Reader {
+        Reader::new(Client::new(config))
+    }
+
     /// Reads `queries` over the last `range` (ending now).
     pub async fn last(
         &self,

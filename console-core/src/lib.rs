@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod charts;
+pub mod cloud_charts;
 pub mod cloudwatch;
 pub mod command;
 pub mod dashboard;

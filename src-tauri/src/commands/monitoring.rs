@@ -1,5 +1,8 @@
-//! The live dashboard: one call fetches every layer from the serving version and draws the charts.
+//! The live dashboard: one call fetches every layer from the serving version and draws the charts;
+//! for an EC2 host, CloudWatch's view of the instance is fetched alongside.
 
+use console_core::cloud_charts;
+use console_core::cloudwatch::Reader;
 use console_core::dashboard::{self, Dashboard, Request};
 use tauri::State;
 
@@ -34,9 +37,27 @@ pub async fn dashboard(
         feature,
         now,
     };
-    dashboard::refresh(&client, &markers, &req)
-        .await
-        .map_err(|e| AppError::new("monitoring", e))
+    let settings = state.settings();
+    let instance = settings
+        .ec2
+        .instance_id
+        .clone()
+        .filter(|_| target == "remote" && settings.platform.as_deref() == Some("ec2"));
+    let Some(instance) = instance else {
+        return dashboard::refresh(&client, &markers, &req)
+            .await
+            .map_err(|e| AppError::new("monitoring", e));
+    };
+    let aws = crate::commands::cloud::aws_target(&state, &settings.aws.region)?;
+    let reader = Reader::for_config(&aws.load().await);
+    let (service, (charts, alerts)) = tokio::join!(
+        dashboard::refresh(&client, &markers, &req),
+        cloud_charts::host_charts(&reader, &instance, &markers, &req)
+    );
+    let mut board = service.map_err(|e| AppError::new("monitoring", e))?;
+    board.charts.extend(charts);
+    board.alerts.extend(alerts);
+    Ok(board)
 }
 
 #[derive(serde::Serialize)]
