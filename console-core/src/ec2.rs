@@ -14,6 +14,9 @@ use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, InstanceType, IpPermission, IpRange, KeyType,
     ResourceType, Tag, TagSpecification, VolumeType,
 };
+use aws_sdk_ec2::waiters::instance_running::WaitUntilInstanceRunningError as InstanceRunningError;
+use aws_sdk_ec2::waiters::instance_status_ok::WaitUntilInstanceStatusOkError as InstanceStatusOkError;
+use aws_sdk_ec2::waiters::instance_terminated::WaitUntilInstanceTerminatedError as InstanceTerminatedError;
 use aws_sdk_ec2::Client;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -157,6 +160,12 @@ pub enum Ec2Error {
     BadInput(String),
     #[error("AWS refused the credentials ({code}: {message}). Check the access key in the console, or refresh the session of your AWS profile (e.g. `aws sso login`)")]
     Credentials { code: String, message: String },
+    #[error("the AWS credentials have expired ({code}: {message}) during `{what}`. Refresh them: store a new access key pair in the console (Credentials step), or renew your AWS profile's session (`aws sso login --profile <name>`, or new temporary keys); then run it again, it resumes where it stopped. If they are fresh, this computer's clock may be more than 5 minutes off: set it right")]
+    Expired {
+        what: String,
+        code: String,
+        message: String,
+    },
     #[error("AWS is throttling requests ({code}) during `{what}`; wait a minute and run it again, it resumes where it stopped")]
     Throttled { what: String, code: String },
     #[error("`{what}` failed: {code}: {message}")]
@@ -175,12 +184,21 @@ fn aws_err<E: ProvideErrorMetadata + std::fmt::Debug>(
     what: &str,
     e: aws_sdk_ec2::error::SdkError<E>,
 ) -> Ec2Error {
+    api_err(what, &e)
+}
+
+/// Maps an AWS error (a call's, or a waiter's while it polls) to one that says what to do. The
+/// SDK has already retried what is worth retrying (throttling, 5xx) by the time this runs.
+fn api_err(what: &str, e: &(impl ProvideErrorMetadata + std::fmt::Debug)) -> Ec2Error {
     let code = e.code().unwrap_or("").to_string();
     let message = e.message().unwrap_or("").to_string();
     match code.as_str() {
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => Ec2Error::Expired {
+            what: what.into(),
+            code,
+            message,
+        },
         "AuthFailure"
-        | "ExpiredToken"
-        | "RequestExpired"
         | "UnrecognizedClientException"
         | "InvalidClientTokenId"
         | "SignatureDoesNotMatch" => Ec2Error::Credentials { code, message },
@@ -510,9 +528,17 @@ impl Provisioner {
             .instance_ids(&id)
             .wait(wait)
             .await
-            .map_err(|_| Ec2Error::Timeout {
-                what: format!("instance {id} running"),
-                secs: wait.as_secs(),
+            .map_err(|e| match e {
+                InstanceRunningError::ExceededMaxWait(_) => Ec2Error::Timeout {
+                    what: format!("instance {id} running"),
+                    secs: wait.as_secs(),
+                },
+                InstanceRunningError::FailureState(_) => Ec2Error::Aws {
+                    what: "wait for the instance to run".into(),
+                    code: "instance state".into(),
+                    message: "it is shutting down, stopping or terminated instead of running; its state reason in the EC2 console says why".into(),
+                },
+                e => api_err("wait for the instance to run", &e),
             })?;
         progress("waiting for the status checks");
         self.client
@@ -520,9 +546,12 @@ impl Provisioner {
             .instance_ids(&id)
             .wait(wait)
             .await
-            .map_err(|_| Ec2Error::Timeout {
-                what: format!("instance {id} status checks"),
-                secs: wait.as_secs(),
+            .map_err(|e| match e {
+                InstanceStatusOkError::ExceededMaxWait(_) => Ec2Error::Timeout {
+                    what: format!("instance {id} status checks"),
+                    secs: wait.as_secs(),
+                },
+                e => api_err("wait for the status checks", &e),
             })?;
         let now = self.find_instance(spec).await?.unwrap_or(instance);
         progress("ready");
@@ -563,9 +592,19 @@ impl Provisioner {
                 .instance_ids(&id)
                 .wait(wait)
                 .await
-                .map_err(|_| Ec2Error::Timeout {
-                    what: format!("instance {id} terminated"),
-                    secs: wait.as_secs(),
+                .map_err(|e| match e {
+                    InstanceTerminatedError::ExceededMaxWait(_) => Ec2Error::Timeout {
+                        what: format!("instance {id} terminated"),
+                        secs: wait.as_secs(),
+                    },
+                    InstanceTerminatedError::FailureState(_) => Ec2Error::Aws {
+                        what: "wait for the instance to terminate".into(),
+                        code: "instance state".into(),
+                        message:
+                            "it is pending or stopping; run the teardown again once it has settled"
+                                .into(),
+                    },
+                    e => api_err("wait for the instance to terminate", &e),
                 })?;
             removed.push(format!("instance {id}"));
         }

@@ -1,143 +1,21 @@
 //! EC2 provisioning against moto_server on loopback (one server per test, so state never leaks),
 //! with Canonical-owned Ubuntu images loaded through MOTO_AMIS_PATH (moto's own list has only old
 //! ones). moto gives no reachable instance and no cloud-init console output; the fingerprint parser
-//! is tested on a realistic sample in the unit tests.
+//! is tested on a realistic sample in the unit tests. Throttling and expired credentials come from a
+//! proxy in front of moto that answers chosen calls with EC2's own error documents
+//! (`support/aws_faults.rs`); those tests configure the SDK exactly as the app does (`AwsTarget`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::types::Filter;
 use console_core::ec2::{Ec2Error, HostSpec, KeySource, Provisioner, STACK_TAG};
 use console_core::Secret;
 
 mod support;
 
-struct Moto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_bin() -> String {
-    match std::env::var("MLOPS_VENV") {
-        Ok(v) if !v.is_empty() => format!("{v}/bin/moto_server"),
-        _ => "moto_server".into(),
-    }
-}
-
-const AMIS: &[(&str, &str)] = &[
-    (
-        "ami-0a1b2c3d4e5f60001",
-        "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20191107",
-    ),
-    (
-        "ami-0a1b2c3d4e5f60002",
-        "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20250601",
-    ),
-    (
-        "ami-0a1b2c3d4e5f60003",
-        "ubuntu/images/hvm-ssd/ubuntu-mantic-23.10-amd64-server-20240701",
-    ),
-    (
-        "ami-0a1b2c3d4e5f60004",
-        "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20250115",
-    ),
-    (
-        "ami-0a1b2c3d4e5f60005",
-        "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20251020",
-    ),
-    (
-        "ami-0a1b2c3d4e5f60006",
-        "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-20251101",
-    ),
-];
-const NEWEST_LTS: &str = "ami-0a1b2c3d4e5f60005";
-
-impl Moto {
-    fn start(extra_env: &[(&str, &str)]) -> Option<Moto> {
-        let dir = tempfile::tempdir().unwrap();
-        let amis: Vec<serde_json::Value> = AMIS
-            .iter()
-            .map(|(id, name)| {
-                serde_json::json!({"ami_id": id, "name": name, "description": "Canonical, Ubuntu", "owner_id": "099720109477",
-                    "public": true, "virtualization_type": "hvm", "architecture": if name.contains("arm64") { "arm64" } else { "x86_64" },
-                    "state": "available", "platform": null, "image_type": "machine", "hypervisor": "xen",
-                    "root_device_name": "/dev/sda1", "root_device_type": "ebs", "sriov": "simple"})
-            })
-            .collect();
-        let amis_path = dir.path().join("amis.json");
-        std::fs::write(&amis_path, serde_json::to_string(&amis).unwrap()).unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut cmd = Command::new(moto_bin());
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("MOTO_AMIS_PATH", &amis_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let why = format!(
-                    "cannot start {}: {e} (scripts/setup.sh installs moto[server])",
-                    moto_bin()
-                );
-                if std::env::var("MLOPS_REQUIRE_DOCKER").as_deref() == Ok("1") {
-                    panic!("{why}");
-                }
-                eprintln!("skipped: {why}");
-                return None;
-            }
-        };
-        // Ready when it says it is listening (it logs to stderr).
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("Running on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("moto_server did not start within 30 s");
-        Some(Moto {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-
-    async fn client(&self, key_id: &str) -> aws_sdk_ec2::Client {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(format!("http://127.0.0.1:{}", self.port))
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                key_id,
-                "testing-secret",
-                None,
-                None,
-                "static",
-            ))
-            .load()
-            .await;
-        aws_sdk_ec2::Client::new(&conf)
-    }
-}
+use support::aws_faults::{Ec2FaultProxy, Fault};
+use support::moto::{Moto, NEWEST_LTS};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -353,21 +231,12 @@ async fn refused_credentials_are_a_sentence_that_says_what_to_do() {
 async fn the_cloudwatch_reader_returns_the_host_and_service_series() {
     use aws_sdk_cloudwatch::primitives::DateTime;
     use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+    use console_core::charts::Unit;
+    use console_core::cloud_charts;
     use console_core::cloudwatch::{host_queries, service_queries, Reader};
 
     let Some(moto) = Moto::start(&[]) else { return };
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing-secret",
-            None,
-            None,
-            "static",
-        ))
-        .load()
-        .await;
+    let conf = moto.config("testing").await;
     let cw = aws_sdk_cloudwatch::Client::new(&conf);
     // EC2 publishes no datapoints in moto: put a realistic hour of them, one a minute.
     let now = std::time::SystemTime::now()
@@ -444,6 +313,65 @@ async fn the_cloudwatch_reader_returns_the_host_and_service_series() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("ends before it starts"), "{e}");
+
+    // The dashboard's CloudWatch row: the host's charts, and a failing status check as a badge.
+    for (metric, value) in [("StatusCheckFailed", 1.0), ("NetworkIn", 6_000_000.0)] {
+        cw_put(&conf, metric, "i-0abc", now - 120, value).await;
+    }
+    let req = console_core::dashboard::Request {
+        range_s: 3600,
+        utc_offset_s: 0,
+        feature: None,
+        now,
+    };
+    let (charts, alerts) = cloud_charts::host_charts(&reader, "i-0abc", &[], &req).await;
+    let ids: Vec<&str> = charts.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["ec2_cpu", "ec2_network"], "{alerts:?}");
+    assert_eq!(charts[0].latest.as_deref(), Some("11%"));
+    // 6 MB in a one-minute period.
+    assert_eq!(
+        charts[1].latest.as_deref(),
+        Some(Unit::BytesPerSecond.format(100_000.0).as_str())
+    );
+    assert!(charts[0].svg.contains("<polyline"), "no line drawn");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].level, "critical");
+    assert!(alerts[0].text.contains("status check"), "{alerts:?}");
+
+    // AWS out of reach: a warning badge that says so, no charts, no error for the dashboard.
+    drop(moto);
+    let (charts, alerts) = cloud_charts::host_charts(&reader, "i-0abc", &[], &req).await;
+    assert!(charts.is_empty());
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].level, "warning");
+    assert!(
+        alerts[0].text.starts_with("CloudWatch metrics unavailable"),
+        "{alerts:?}"
+    );
+}
+
+async fn cw_put(conf: &aws_config::SdkConfig, metric: &str, instance: &str, at: i64, value: f64) {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    aws_sdk_cloudwatch::Client::new(conf)
+        .put_metric_data()
+        .namespace("AWS/EC2")
+        .metric_data(
+            MetricDatum::builder()
+                .metric_name(metric)
+                .dimensions(
+                    Dimension::builder()
+                        .name("InstanceId")
+                        .value(instance)
+                        .build(),
+                )
+                .timestamp(DateTime::from_secs(at))
+                .value(value)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
 
 /// A one-shot HTTP server on loopback answering `body` (standing in for checkip.amazonaws.com).
@@ -531,4 +459,236 @@ async fn credentials_come_from_a_profile_or_the_vault_keys() {
         .await
         .unwrap_err();
     assert!(format!("{e:?}").contains("missing"), "{e:?}");
+}
+
+/// moto behind the fault proxy, and a provisioner configured exactly as the app configures it
+/// (`AwsTarget::load` with an access key pair from the vault), pointed at the proxy.
+async fn behind_faults() -> Option<(Moto, Ec2FaultProxy, Provisioner, String)> {
+    use console_core::aws::{AwsAuth, AwsTarget};
+    let moto = Moto::start(&[])?;
+    let proxy = Ec2FaultProxy::start(([127, 0, 0, 1], moto.port).into());
+    let key_id = support::test_key_id();
+    let mut target = AwsTarget::new(
+        "us-east-1",
+        AwsAuth::Keys {
+            access_key_id: Secret::new(key_id.clone()),
+            secret_access_key: Secret::new(support::test_token("aws-test-secret")),
+        },
+    );
+    target.endpoint = Some(proxy.url());
+    let p = Provisioner::for_config(&target.load().await);
+    Some((moto, proxy, p, key_id))
+}
+
+/// The `ClientToken=` of a RunInstances form body.
+fn client_token(body: &str) -> Option<&str> {
+    body.split('&')
+        .find_map(|kv| kv.strip_prefix("ClientToken="))
+}
+
+#[tokio::test]
+async fn throttled_calls_are_retried_and_provisioning_goes_through() {
+    let Some((moto, proxy, p, key_id)) = behind_faults().await else {
+        return;
+    };
+    // Two throttled answers, then EC2 lets the call through: the SDK's own retries absorb them.
+    proxy.fail(Some("DescribeImages"), Fault::Throttle, 2);
+    let t0 = Instant::now();
+    let ami = p
+        .latest_ubuntu_lts(console_core::ec2::CANONICAL)
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(ami, NEWEST_LTS);
+    let tries = proxy.seen_action("DescribeImages");
+    let statuses: Vec<u16> = tries.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [503, 503, 200], "{tries:#?}");
+    // Backed off between attempts (the SDK's standard mode: jittered exponential backoff).
+    assert!(tries[2].at > tries[0].at, "{tries:#?}");
+    eprintln!("DescribeImages throttled twice, third attempt answered: {took:.2?}");
+
+    // A whole provisioning run with a throttled answer at every kind of step, the launch included.
+    proxy.reset_log();
+    for action in [
+        "DescribeKeyPairs",
+        "CreateKeyPair",
+        "CreateSecurityGroup",
+        "AuthorizeSecurityGroupIngress",
+        "RunInstances",
+        "DescribeInstanceStatus",
+    ] {
+        proxy.fail(Some(action), Fault::Throttle, 1);
+    }
+    let stored: Mutex<Vec<Secret>> = Mutex::new(Vec::new());
+    let store = |s: &Secret| -> Result<(), String> {
+        stored.lock().unwrap().push(s.clone());
+        Ok(())
+    };
+    let t0 = Instant::now();
+    let host = p
+        .provision(&spec("throttled"), &store, &mut |_| {}, WAIT)
+        .await
+        .unwrap();
+    eprintln!(
+        "provisioning with 6 throttled answers: {:.1?}",
+        t0.elapsed()
+    );
+    assert_eq!(host.created.len(), 3, "{:?}", host.created);
+    let seen = proxy.seen();
+    let faults = seen
+        .iter()
+        .filter(|s| s.fault == Some(Fault::Throttle))
+        .count();
+    assert_eq!(faults, 6, "every injected fault was hit once");
+    // Each throttled call was sent again and then answered by moto.
+    for action in ["CreateKeyPair", "RunInstances", "DescribeInstanceStatus"] {
+        let tries = proxy.seen_action(action);
+        assert_eq!(
+            tries.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [503, 200],
+            "{action}: {tries:#?}"
+        );
+    }
+    // The launch was retried with the same idempotency token, so a throttled (or lost) answer can
+    // never start a second instance; exactly one instance and one key pair exist.
+    let launches = proxy.seen_action("RunInstances");
+    let tokens: Vec<Option<&str>> = launches.iter().map(|s| client_token(&s.body)).collect();
+    assert!(
+        tokens[0].is_some_and(|t| !t.is_empty()) && tokens[0] == tokens[1],
+        "{tokens:?}"
+    );
+    let direct = moto.client("testing").await;
+    let running = direct
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{STACK_TAG}"))
+                .values("throttled")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let n: usize = running
+        .reservations()
+        .iter()
+        .map(|r| r.instances().len())
+        .sum();
+    assert_eq!(n, 1);
+    assert_eq!(stored.lock().unwrap().len(), 1, "one key pair, stored once");
+    // Every request was signed with the configured key, none with anything else.
+    assert!(seen.iter().all(|s| s.key_id == key_id), "{seen:#?}");
+}
+
+#[tokio::test]
+async fn persistent_throttling_ends_in_bounded_time_with_a_sentence() {
+    let Some((_moto, proxy, p, _)) = behind_faults().await else {
+        return;
+    };
+    proxy.fail_always(None, Fault::Throttle);
+    let t0 = Instant::now();
+    let e = p
+        .latest_ubuntu_lts(console_core::ec2::CANONICAL)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(e, Ec2Error::Throttled { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("AWS is throttling requests (RequestLimitExceeded)")
+            && msg.contains("find the Ubuntu image")
+            && msg.contains("wait a minute and run it again"),
+        "{msg}"
+    );
+    // Bounded: the SDK's standard retry mode makes 3 attempts in all, then gives up.
+    assert_eq!(proxy.seen().len(), 3, "{:#?}", proxy.seen());
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    eprintln!("persistent throttling → error after 3 attempts in {took:.2?}: {msg}");
+
+    // Throttled while waiting for the instance: the waiter's error is the throttling, said so at
+    // once, not "did not finish within 600 s" after the wait it was given.
+    proxy.clear();
+    proxy.reset_log();
+    proxy.fail_always(Some("DescribeInstanceStatus"), Fault::Throttle);
+    let t0 = Instant::now();
+    let e = p
+        .provision(
+            &spec("slowed"),
+            &|_: &Secret| Ok(()),
+            &mut |_| {},
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        matches!(&e, Ec2Error::Throttled { what, .. } if what == "wait for the status checks"),
+        "{e:?}"
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert_eq!(proxy.seen_action("DescribeInstanceStatus").len(), 3);
+    // It resumes where it stopped once AWS lets it: the second run creates nothing.
+    proxy.clear();
+    let again = p
+        .provision(&spec("slowed"), &|_: &Secret| Ok(()), &mut |_| {}, WAIT)
+        .await
+        .unwrap();
+    assert!(again.created.is_empty(), "{:?}", again.created);
+    eprintln!("throttled status checks → error in {took:.2?}: {e}");
+}
+
+#[tokio::test]
+async fn expired_credentials_are_a_sentence_that_says_how_to_refresh_them() {
+    let Some((moto, proxy, p, _)) = behind_faults().await else {
+        return;
+    };
+    // EC2's answer to a request signed with expired temporary credentials.
+    proxy.fail(None, Fault::RequestExpired, 1);
+    let e = p
+        .latest_ubuntu_lts(console_core::ec2::CANONICAL)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Ec2Error::Expired { code, .. } if code == "RequestExpired"),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    for what in [
+        "credentials have expired",
+        "Request has expired.",
+        "store a new access key pair",
+        "aws sso login",
+        "clock",
+    ] {
+        assert!(msg.contains(what), "{what:?} missing from: {msg}");
+    }
+    // Not retried: another attempt with the same credentials cannot succeed.
+    assert_eq!(proxy.seen().len(), 1, "{:#?}", proxy.seen());
+
+    // The other spelling (ExpiredToken) at the first step of provisioning: nothing is created.
+    proxy.reset_log();
+    proxy.fail(Some("DescribeKeyPairs"), Fault::ExpiredToken, 1);
+    let e = p
+        .provision(&spec("expired"), &|_: &Secret| Ok(()), &mut |_| {}, WAIT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Ec2Error::Expired { code, what, .. } if code == "ExpiredToken" && what == "look for the key pair"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .contains("security token included in the request is expired"),
+        "{e}"
+    );
+    assert_eq!(proxy.seen().len(), 1, "{:#?}", proxy.seen());
+    let keys = moto
+        .client("testing")
+        .await
+        .describe_key_pairs()
+        .send()
+        .await
+        .unwrap();
+    assert!(keys.key_pairs().is_empty(), "nothing was created");
+    eprintln!("expired credentials: {e}");
 }

@@ -3,8 +3,10 @@
 //! picks its store once per process, so each scenario runs the matching `inner_*` test in a child
 //! process of this test binary inside the environment it needs.
 
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 mod support;
 
@@ -16,35 +18,18 @@ const INNER: &str = "MLOPS_VAULT_INNER";
 const KEYRING_PASSWORD: &str = "fixture-keyring-password";
 
 fn tools_or_skip() -> bool {
-    let missing: Vec<&str> = ["dbus-run-session", "gnome-keyring-daemon", "secret-tool"]
-        .into_iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!(
-        "not installed: {} (scripts/setup.sh installs them)",
-        missing.join(", ")
-    );
-    if std::env::var("MLOPS_REQUIRE_DOCKER").as_deref() == Ok("1") {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
-    false
+    support::tools_or_skip(&["dbus-run-session", "gnome-keyring-daemon", "secret-tool"])
 }
 
 /// Runs `inner` in a child process: `prelude` (a shell snippet) runs first inside a private
-/// session bus when `bus` is true.
+/// session bus when `bus` is true. The child's stdin carries the keyring password (first line, read
+/// by the shell into `$KEYRING_PW`) and then the fixture values, so neither is in a file, an
+/// environment variable or a command line.
 fn run_inner(inner: &str, home: &Path, bus: bool, prelude: &str, fx: &Fixtures) -> Output {
     let exe = std::env::current_exe().unwrap();
-    let script =
-        format!("{prelude}\nexec \"$0\" --exact {inner} --ignored --nocapture --test-threads 1");
+    let script = format!(
+        "IFS= read -r KEYRING_PW\n{prelude}\nexec \"$0\" --exact {inner} --ignored --nocapture --test-threads 1"
+    );
     let mut cmd = if bus {
         let mut c = Command::new("dbus-run-session");
         c.args(["--", "sh", "-c", &script]).arg(&exe);
@@ -62,9 +47,21 @@ fn run_inner(inner: &str, home: &Path, bus: bool, prelude: &str, fx: &Fixtures) 
     };
     cmd.env("HOME", home)
         .env(INNER, "1")
-        .env(FIXTURES, &fx.file)
-        .env_remove("XDG_RUNTIME_DIR");
-    let out = cmd.output().unwrap();
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = format!(
+            "{KEYRING_PASSWORD}\n{}",
+            serde_json::to_string(&fx.values).unwrap()
+        );
+        // The child may exit early (and the test then fails on its output); ignore a broken pipe.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -78,7 +75,8 @@ fn run_inner(inner: &str, home: &Path, bus: bool, prelude: &str, fx: &Fixtures) 
 }
 
 fn unlock_prelude() -> String {
-    format!("printf '%s' '{KEYRING_PASSWORD}' | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1")
+    // `printf` is a shell builtin: the password goes through a pipe, never into an argv.
+    "printf '%s' \"$KEYRING_PW\" | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1".to_string()
 }
 
 fn is_inner() -> bool {
@@ -171,15 +169,10 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Env var naming the file that hands this run's fixture values to the inner process.
-const FIXTURES: &str = "MLOPS_VAULT_FIXTURES";
-
 /// Values made fresh for one outer test, never written in the source: a GitHub token, its
 /// replacement, a GHCR token, an AWS secret key, an ed25519 private key from ssh-keygen, and an
-/// access key id. They reach the inner process in a file outside its HOME.
+/// access key id. They reach the inner process on its stdin.
 struct Fixtures {
-    _dir: tempfile::TempDir,
-    file: std::path::PathBuf,
     values: Vec<String>,
 }
 
@@ -193,21 +186,20 @@ impl Fixtures {
             support::fresh_ssh_key(false).0,
             support::test_key_id(),
         ];
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("values.json");
-        std::fs::write(&file, serde_json::to_string(&values).unwrap()).unwrap();
-        Fixtures {
-            _dir: dir,
-            file,
-            values,
-        }
+        Fixtures { values }
     }
 }
 
-/// The inner process's view of the fixtures.
+/// The inner process's view of the fixtures (the rest of its stdin).
 fn fixtures() -> Vec<String> {
-    let file = std::env::var(FIXTURES).expect("the outer test passes the fixtures file");
-    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+    static VALUES: OnceLock<Vec<String>> = OnceLock::new();
+    VALUES
+        .get_or_init(|| {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).unwrap();
+            serde_json::from_str(&text).expect("the outer test writes the fixtures to stdin")
+        })
+        .clone()
 }
 
 fn pem(values: &[String]) -> Secret {

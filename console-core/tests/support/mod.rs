@@ -10,9 +10,11 @@
 //! about a second after the test process has gone.
 #![allow(dead_code, unused_imports)]
 
+pub mod aws_faults;
 pub mod bed;
 pub mod github_double;
 pub mod images;
+pub mod moto;
 pub mod proxy;
 pub mod registry;
 pub mod sshd;
@@ -509,4 +511,32 @@ pub fn tail_file(path: &Path, max: usize) -> String {
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
+}
+
+/// True when every command in `tools` is on PATH; otherwise says which are missing and skips, or
+/// panics when MLOPS_REQUIRE_DOCKER=1 (CI: a missing tool is a failure, not a skip).
+#[allow(dead_code)]
+pub fn tools_or_skip(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "not installed: {} (scripts/setup.sh installs them)",
+        missing.join(", ")
+    );
+    if std::env::var(REQUIRE_DOCKER_ENV).as_deref() == Ok("1") {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    false
 }
