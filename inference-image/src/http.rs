@@ -264,21 +264,21 @@ async fn score_request(
     }
     let threshold = state.card.score.threshold;
     let request_id = state.monitor.remember(&errors).to_string();
-    state.monitor.record(Event::Scored {
-        at: now_secs(),
-        rows: scored.rows,
-        errors: errors.clone(),
-    });
     let results = errors
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(row, e)| RowResult {
+        .map(|(row, &e)| RowResult {
             row,
             reconstruction_error: e,
             anomaly_score: e / threshold,
             is_anomaly: e > threshold,
         })
         .collect();
+    state.monitor.record(Event::Scored {
+        at: now_secs(),
+        rows: scored.rows,
+        errors,
+    });
     let response = PredictResponse {
         request_id: request_id.clone(),
         model: ModelRef {
