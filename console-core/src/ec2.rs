@@ -22,6 +22,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
 use crate::secret::Secret;
+use crate::vault::{SecretName, Vault, VaultError};
+
+/// Where a stack's key pair PEM is filed in the vault until (and after) its address is known.
+pub fn stack_key(spec: &HostSpec) -> SecretName {
+    SecretName::SshKey(format!("ec2-stack/{}", spec.name))
+}
 
 pub const STACK_TAG: &str = "mlops-console:stack";
 /// Canonical's AWS account, the owner of the official Ubuntu AMIs.
@@ -444,6 +450,40 @@ impl Provisioner {
             .flat_map(|r| r.instances())
             .next()
             .cloned())
+    }
+
+    /// [`Provisioner::provision`] with the key pair's PEM filed in `vault`: under the stack's name
+    /// the moment EC2 returns it (the address is not known yet, and a run that fails later must not
+    /// lose it), then also under the host's public address, which is the name deploys look it up
+    /// by. Returns the host and that address.
+    pub async fn provision_into_vault(
+        &self,
+        spec: &HostSpec,
+        vault: &Vault,
+        progress: &mut (dyn FnMut(&str) + Send),
+        wait: Duration,
+    ) -> Result<(Host, String), Ec2Error> {
+        let stack_key = stack_key(spec);
+        let store = |pem: &Secret| vault.put(&stack_key, pem).map_err(|e| e.to_string());
+        let host = self.provision(spec, &store, progress, wait).await?;
+        let address = host
+            .public_dns
+            .clone()
+            .filter(|d| !d.is_empty())
+            .or(host.public_ip.clone())
+            .ok_or_else(|| {
+                Ec2Error::BadInput(format!(
+                    "instance {} has no public address; check that its subnet gives public IPs",
+                    host.instance_id
+                ))
+            })?;
+        let vault_err = |e: VaultError| Ec2Error::BadInput(format!("the keychain: {e}"));
+        if let Some(pem) = vault.get(&stack_key).map_err(vault_err)? {
+            vault
+                .put(&SecretName::SshKey(address.clone()), &pem)
+                .map_err(vault_err)?;
+        }
+        Ok((host, address))
     }
 
     /// Creates what is missing, waits for the instance to run and pass its status checks.

@@ -696,36 +696,30 @@ async fn flow(
     let mut spec = HostSpec::new("first-deploy", "203.0.113.7/32");
     spec.user = b.sshd.user.clone();
     spec.compose_dir = b.target.compose_dir.clone();
-    // The new key pair's PEM goes straight into the keychain under the stack's name first (the
-    // address is not known yet), exactly as the app files it.
-    let stack_key = SecretName::SshKey(format!("ec2-stack/{}", spec.name));
-    let stored = Mutex::new(0);
-    let store = |pem: &Secret| {
-        *stored.lock().unwrap() += 1;
-        vault.put(&stack_key, pem).map_err(|e| e.to_string())
-    };
+    // The new key pair's PEM goes straight into the keychain under the stack's name, then under
+    // the address once it is known (the app provisions through the same call).
     let mut steps = Vec::new();
-    let host = provisioner
-        .provision(
+    let (host, address) = provisioner
+        .provision_into_vault(
             &spec,
-            &store,
+            &vault,
             &mut |s| steps.push(s.to_string()),
             Duration::from_secs(120),
         )
         .await
         .unwrap();
-    assert_eq!(*stored.lock().unwrap(), 1);
     assert_eq!(host.created.len(), 3, "{:?}", host.created);
     assert!(steps.iter().any(|s| s == "ready"), "{steps:?}");
-    let address = host
-        .public_dns
-        .clone()
-        .or(host.public_ip.clone())
-        .expect("the instance has a public address");
-    let pem = get(stack_key.clone());
-    vault
-        .put(&SecretName::SshKey(address.clone()), &pem)
-        .unwrap();
+    assert_eq!(
+        Some(address.as_str()),
+        host.public_dns.as_deref().or(host.public_ip.as_deref())
+    );
+    let pem = get(console_core::ec2::stack_key(&spec));
+    assert_eq!(
+        get(SecretName::SshKey(address.clone())).expose(),
+        pem.expose(),
+        "the key is filed under the address too"
+    );
     needles.add_pem("key pair PEM", pem.expose());
     assert!(
         pem.expose()
@@ -960,7 +954,7 @@ async fn flow(
         SecretName::AwsSecretAccessKey,
         SecretName::GithubToken,
         SecretName::GhcrToken,
-        stack_key,
+        console_core::ec2::stack_key(&spec),
         SecretName::SshKey(address.clone()),
         SecretName::ApiToken(address.clone()),
     ];

@@ -96,32 +96,11 @@ pub async fn provision_ec2<R: Runtime>(
 
     let aws = aws_target(&state, &request.region)?;
     let provisioner = Provisioner::for_config(&aws.load().await);
-    // The new key pair's PEM is filed under the stack's name first (the address is not known yet),
-    // so a run that fails later never loses it.
-    let stack_key = SecretName::SshKey(format!("ec2-stack/{}", spec.name));
-    let vault = &state.vault;
-    let store = |pem: &console_core::Secret| vault.put(&stack_key, pem).map_err(|e| e.to_string());
     let mut progress = |m: &str| say(m);
-    let host = provisioner
-        .provision(&spec, &store, &mut progress, Duration::from_secs(600))
+    let (host, address) = provisioner
+        .provision_into_vault(&spec, &state.vault, &mut progress, Duration::from_secs(600))
         .await
         .map_err(ec2_error)?;
-    let address = host
-        .public_dns
-        .clone()
-        .or(host.public_ip.clone())
-        .ok_or_else(|| {
-            AppError::new(
-                "ec2",
-                format!(
-                    "instance {} has no public address; check the subnet gives public IPs",
-                    host.instance_id
-                ),
-            )
-        })?;
-    if let Some(pem) = vault.get(&stack_key)? {
-        vault.put(&SecretName::SshKey(address.clone()), &pem)?;
-    }
     say("reading the host key fingerprints from the console output");
     let mut fingerprint = String::new();
     for _ in 0..12 {
