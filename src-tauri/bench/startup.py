@@ -8,7 +8,8 @@ Then through tauri-driver, exactly as the end-to-end test launches it:
   first data   from the app process's start (its /proc start time) to the moment the page has drawn
                its first screen with the app's data (body[data-ready], stamped by the page itself);
   idle RSS     after 10 s on the dashboard with nothing deployed: the app process alone, and with
-               the WebKit processes it starts (web content, network), which are part of its cost.
+               the WebKit processes it starts (web content, network), which are part of its cost;
+               also their summed PSS, which counts the libraries they share once.
 
   source scripts/env.sh && python src-tauri/bench/startup.py [ROUNDS]
 """
@@ -47,6 +48,15 @@ def start_time(pid: int) -> float:
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (libwebkit2gtk, GTK, Mesa in every process) split among
+    the processes mapping them, so a sum over processes counts each page once."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1])
     return 0
 
@@ -111,7 +121,7 @@ def main() -> None:
     xvfb = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
-    paints, app_rss, total_rss, phases, direct = [], [], [], [], []
+    paints, app_rss, total_rss, total_pss, phases, direct = [], [], [], [], [], []
     try:
         for _ in range(rounds):
             direct.append(direct_first_paint(binaries["console"], f":{n}"))
@@ -135,6 +145,7 @@ def main() -> None:
                     procs = descendants(pid)
                     app_rss.append(rss_kib(pid) / 1024)
                     total_rss.append(sum(rss_kib(p) for p in procs) / 1024)
+                    total_pss.append(sum(pss_kib(p) for p in procs) / 1024)
                 finally:
                     c.close()
     finally:
@@ -145,7 +156,8 @@ def main() -> None:
     nav, script, data = (statistics.median(p[i] for p in phases) for i in range(3))
     print(f"    of which    process → page load starts {nav:.2f} s, → scripts run {script:.2f} s, → first screen with data {data:.2f} s")
     print(f"  idle RSS app  median {statistics.median(app_rss):.0f} MiB   max {max(app_rss):.0f} MiB")
-    print(f"  idle RSS all  median {statistics.median(total_rss):.0f} MiB   max {max(total_rss):.0f} MiB (with WebKit's processes)")
+    print(f"  idle RSS all  median {statistics.median(total_rss):.0f} MiB   max {max(total_rss):.0f} MiB (with WebKit's processes; shared libraries counted in each)")
+    print(f"  idle PSS all  median {statistics.median(total_pss):.0f} MiB   max {max(total_pss):.0f} MiB (the same processes, shared pages counted once)")
 
 
 if __name__ == "__main__":
