@@ -55,7 +55,7 @@ async fn provisions_a_tagged_host_and_a_second_run_finds_it() {
     assert_eq!(keys.len(), 1);
     assert!(keys[0]
         .expose()
-        .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        .starts_with(&support::pem_armour("BEGIN", "OPENSSH")));
 
     // The instance: t3.micro, tagged, gp3 20 GiB encrypted root volume, Docker in the user-data.
     let d = client

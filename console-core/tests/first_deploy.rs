@@ -25,7 +25,6 @@ mod support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,7 +38,7 @@ use console_core::workflow_file::{WorkflowState, WORKFLOW, WORKFLOW_PATH};
 use console_core::{Host, RegistryAuth, Secret, Target, Trigger};
 
 use support::aws_faults::Ec2FaultProxy;
-use support::bed::{answering, Bed};
+use support::bed::{answering, Bed, SecretWatch};
 use support::github_double::Double;
 use support::moto::Moto;
 
@@ -154,78 +153,38 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Scans every process's command line and environment every 10 ms for the needles (the EC2
-/// host's processes are this machine's processes here).
-struct ProcessWatch {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
-}
-
 /// The one value a process may hold in its environment by design: the monitoring token, which a
 /// `sh` wrapper reads from stdin and exports to `docker-compose up`, which hands it to the
 /// container (the service reads INFERENCE_API_TOKEN). Never in any command line.
 const API_TOKEN: &str = "monitoring token";
 const API_TOKEN_HOLDERS: &[&str] = &["sh", "docker-compose", "inference"];
 
-impl ProcessWatch {
-    fn start(needles: Needles, allowed_env: Arc<Mutex<Vec<String>>>) -> ProcessWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let me = std::process::id().to_string();
-        let handle = std::thread::spawn(move || {
-            let mut scans = 0;
-            let mut found = Vec::new();
-            while !s.load(Ordering::SeqCst) {
-                scans += 1;
-                for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                    let pid = e.file_name().to_string_lossy().into_owned();
-                    if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
-                        continue;
-                    }
-                    let comm = std::fs::read_to_string(e.path().join("comm"))
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
-                    for what in ["cmdline", "environ"] {
-                        let Ok(bytes) = std::fs::read(e.path().join(what)) else {
-                            continue;
-                        };
-                        for label in needles.found_in(&bytes) {
-                            if what == "environ"
-                                && label == API_TOKEN
-                                && API_TOKEN_HOLDERS.contains(&comm.as_str())
-                            {
-                                let mut a = allowed_env.lock().unwrap();
-                                if !a.contains(&comm) {
-                                    a.push(comm.clone());
-                                }
-                                continue;
-                            }
-                            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                            let line = format!(
-                                "pid {pid} ({comm}) {what} holds the {label}: {}",
-                                needles.redact(&String::from_utf8_lossy(&cmd).replace('\0', " "))
-                            );
-                            if !found.contains(&line) {
-                                found.push(line);
-                            }
-                        }
-                    }
+/// Watches every process's argv and environment for the needles; the monitoring token is allowed
+/// in the environment of its holders, which are recorded in `allowed_env`.
+fn watch_processes(needles: Needles, allowed_env: Arc<Mutex<Vec<String>>>) -> SecretWatch {
+    SecretWatch::scan(move |p| {
+        let mut lines = Vec::new();
+        for label in needles.found_in(p.bytes) {
+            let comm = p.comm();
+            if p.what == "environ"
+                && label == API_TOKEN
+                && API_TOKEN_HOLDERS.contains(&comm.as_str())
+            {
+                let mut a = allowed_env.lock().unwrap();
+                if !a.contains(&comm) {
+                    a.push(comm);
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
-            (scans, found)
-        });
-        ProcessWatch {
-            stop,
-            handle: Some(handle),
+            lines.push(format!(
+                "pid {} ({comm}) {} holds the {label}: {}",
+                p.pid,
+                p.what,
+                needles.redact(&p.command_line())
+            ));
         }
-    }
-
-    fn finish(mut self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle.take().unwrap().join().unwrap()
-    }
+        lines
+    })
 }
 
 /// What the console and its libraries log (tracing events and spans, and `log` records from
@@ -665,7 +624,7 @@ async fn flow(
     needles.add("AWS secret access key", &aws_secret);
     needles.add("GitHub token", &gh_token);
     needles.add("GHCR token", &ghcr);
-    let watch = ProcessWatch::start(needles.clone(), allowed_env);
+    let watch = watch_processes(needles.clone(), allowed_env);
     vault
         .put(&SecretName::AwsAccessKeyId, &Secret::new(aws_id.clone()))
         .unwrap();
@@ -723,7 +682,7 @@ async fn flow(
     needles.add_pem("key pair PEM", pem.expose());
     assert!(
         pem.expose()
-            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"),
+            .starts_with(&support::pem_armour("BEGIN", "OPENSSH")),
         "EC2's ed25519 key pair comes as an OpenSSH PEM"
     );
     // What reached "AWS": every request signed with the vault's key id; the secret key never sent.

@@ -26,7 +26,7 @@ fn sshd_accepts_both_client_keys_and_sets_docker_config() {
     assert!(sshd.host_public_key.starts_with("ssh-ed25519 "));
     assert!(sshd
         .ed25519_pem
-        .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        .starts_with(&support::pem_armour("BEGIN", "OPENSSH")));
 
     let out = sshd.ssh_command("echo $DOCKER_CONFIG; id -un");
     assert!(
@@ -59,14 +59,15 @@ fn sshd_accepts_both_client_keys_and_sets_docker_config() {
 fn sshd_rsa_key_is_pkcs1_pem_like_ec2() {
     let sshd = Sshd::start();
     assert!(
-        sshd.rsa_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        sshd.rsa_pem
+            .starts_with(&support::pem_armour("BEGIN", "RSA")),
         "{}",
         sshd.rsa_pem.lines().next().unwrap_or_default()
     );
     assert!(sshd
         .rsa_pem
         .trim_end()
-        .ends_with("-----END RSA PRIVATE KEY-----"));
+        .ends_with(&support::pem_armour("END", "RSA")));
     assert_eq!(
         std::fs::read_to_string(&sshd.rsa_key_file).unwrap(),
         sshd.rsa_pem

@@ -216,41 +216,91 @@ impl Prober {
     }
 }
 
-/// Scans every process's command line (and environment) on this machine every 10 ms for a secret,
-/// while a deploy runs; the EC2 host's processes are this machine's processes here.
+/// Scans every process's command line and environment on this machine every 10 ms while a deploy
+/// runs (the EC2 host's processes are this machine's processes here), collecting what an inspector
+/// reports of them.
 pub struct SecretWatch {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
 }
 
+/// One process's `cmdline` or `environ` as a scan saw it.
+pub struct ProcBytes<'a> {
+    pub pid: &'a str,
+    /// "cmdline" or "environ".
+    pub what: &'static str,
+    pub bytes: &'a [u8],
+    dir: &'a std::path::Path,
+}
+
+impl ProcBytes<'_> {
+    /// The process's name (`comm`).
+    pub fn comm(&self) -> String {
+        std::fs::read_to_string(self.dir.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Its command line with spaces between the arguments.
+    pub fn command_line(&self) -> String {
+        let cmd = std::fs::read(self.dir.join("cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmd).replace('\0', " ")
+    }
+}
+
 impl SecretWatch {
+    /// Reports every process holding `secret` in its argv or environment.
     pub fn start(secret: &str) -> SecretWatch {
+        let secret = secret.to_string();
+        SecretWatch::scan(move |p| {
+            if p.bytes
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes())
+            {
+                vec![format!(
+                    "pid {} {}: {}",
+                    p.pid,
+                    p.what,
+                    p.command_line().replace(&secret, "<SECRET>")
+                )]
+            } else {
+                Vec::new()
+            }
+        })
+    }
+
+    /// Runs `inspect` on every process's argv and environment each scan; distinct reports are kept.
+    pub fn scan(
+        mut inspect: impl FnMut(&ProcBytes<'_>) -> Vec<String> + Send + 'static,
+    ) -> SecretWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let needle = secret.as_bytes().to_vec();
         let me = std::process::id().to_string();
         let handle = std::thread::spawn(move || {
             let mut scans = 0;
-            let mut found = Vec::new();
+            let mut found: Vec<String> = Vec::new();
             while !s.load(Ordering::SeqCst) {
                 scans += 1;
                 for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
+                    let pid = e.file_name().to_string_lossy().into_owned();
+                    if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
                         continue;
                     }
+                    let dir = e.path();
                     for what in ["cmdline", "environ"] {
-                        if let Ok(bytes) = std::fs::read(e.path().join(what)) {
-                            if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
-                                let cmd =
-                                    std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                                found.push(format!(
-                                    "pid {name} {what}: {}",
-                                    String::from_utf8_lossy(&cmd).replace('\0', " ").replace(
-                                        std::str::from_utf8(&needle).unwrap_or(""),
-                                        "<SECRET>"
-                                    )
-                                ));
+                        let Ok(bytes) = std::fs::read(dir.join(what)) else {
+                            continue;
+                        };
+                        let seen = ProcBytes {
+                            pid: &pid,
+                            what,
+                            bytes: &bytes,
+                            dir: &dir,
+                        };
+                        for line in inspect(&seen) {
+                            if !found.contains(&line) {
+                                found.push(line);
                             }
                         }
                     }

@@ -32,9 +32,9 @@ pub struct Sshd {
     pub host_fingerprint: String,
     /// The host public key line, "ssh-ed25519 AAAA...".
     pub host_public_key: String,
-    /// Client private key, ed25519, OpenSSH format (`-----BEGIN OPENSSH PRIVATE KEY-----`).
+    /// Client private key, ed25519, OpenSSH format (OpenSSH private-key armour).
     pub ed25519_pem: String,
-    /// Client private key, RSA 2048, PKCS#1 PEM (`-----BEGIN RSA PRIVATE KEY-----`, EC2's format).
+    /// Client private key, RSA 2048, PKCS#1 PEM (RSA private-key armour, EC2's format).
     pub rsa_pem: String,
     pub ed25519_key_file: PathBuf,
     pub rsa_key_file: PathBuf,
