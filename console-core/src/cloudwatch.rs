@@ -113,6 +113,8 @@ pub enum CloudWatchError {
     BadInput(String),
 }
 
+/// Cheap to clone: clones share the SDK client (its connection pool and credentials cache).
+#[derive(Clone)]
 pub struct Reader {
     client: Client,
 }

@@ -21,6 +21,8 @@ use crate::workflow::WorkflowRunner;
 
 /// Step output kept in the history: the last this many bytes.
 const OUTPUT_KEEP: usize = 32 * 1024;
+/// How often a deploy that waits on a GitHub workflow run looks for a cancel from the user.
+const CANCEL_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -90,6 +92,14 @@ impl Drop for Claim<'_> {
     }
 }
 
+/// How a workflow run ended, as far as the deploy is concerned.
+#[derive(Clone, Copy)]
+struct WorkflowEnd {
+    ok: bool,
+    /// The user cancelled the deploy while the run went on, and the run was asked to stop.
+    cancelled: bool,
+}
+
 /// Why a run stopped early.
 enum Stop {
     /// A step failed; the message says which and why.
@@ -151,7 +161,8 @@ impl Engine {
     /// Asks the deployment running on `target` to stop. It stops before its next step as long as
     /// the live version has not been touched (up to the switch); once `down` has run, it finishes
     /// the switch and its health gate (or automatic rollback) so the host is never left half-way.
-    /// Returns false if nothing is running there.
+    /// A deploy waiting on a GitHub workflow run asks GitHub to cancel that run, then checks
+    /// whether the live version was touched. Returns false if nothing is running there.
     pub fn cancel(&self, target: &str) -> bool {
         if !self.active.lock().unwrap().contains(target) {
             return false;
@@ -461,15 +472,18 @@ impl Run<'_> {
         Ok(stdout)
     }
 
-    /// Stops the run before `next` if the user cancelled it.
-    fn check_cancel(&self, next: &str) -> Result<(), Stop> {
-        if self
-            .engine
+    /// Whether the user asked this target's run to stop (and forgets the request).
+    fn take_cancel(&self) -> bool {
+        self.engine
             .cancelled
             .lock()
             .unwrap()
             .remove(&self.target.name)
-        {
+    }
+
+    /// Stops the run before `next` if the user cancelled it.
+    fn check_cancel(&self, next: &str) -> Result<(), Stop> {
+        if self.take_cancel() {
             self.audit(&format!("cancelled by the user before `{next}`"));
             return Err(Stop::Failed(format!("cancelled before `{next}`")));
         }
@@ -690,7 +704,11 @@ impl Run<'_> {
         }
     }
 
-    async fn through_workflow(&self, runner: &dyn WorkflowRunner, tag: &str) -> Result<bool, Stop> {
+    async fn through_workflow(
+        &self,
+        runner: &dyn WorkflowRunner,
+        tag: &str,
+    ) -> Result<WorkflowEnd, Stop> {
         let step = self.open_step(
             "dispatch workflow",
             &format!("{} tag={tag}", runner.describe()),
@@ -708,8 +726,11 @@ impl Run<'_> {
         let seq = step.0;
         let mut log = String::new();
         let secrets = self.secrets();
-        let r = runner
-            .wait(run_id, &mut |s, t| {
+        // A cancel from the user is passed on to the run itself; the run then ends as cancelled
+        // and `after_workflow` finds out whether the live version was touched.
+        let mut cancel_note = String::new();
+        let r = {
+            let mut sink = |s, t: &str| {
                 let t = redact(t, &secrets);
                 log.push_str(&t);
                 self.engine.emit(Event::Output {
@@ -718,8 +739,31 @@ impl Run<'_> {
                     stderr: s == Stream::Stderr,
                     text: t,
                 });
-            })
-            .await;
+            };
+            let wait = runner.wait(run_id, &mut sink);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    r = &mut wait => break r,
+                    () = tokio::time::sleep(CANCEL_POLL), if cancel_note.is_empty() => {
+                        if self.take_cancel() {
+                            cancel_note = match runner.cancel(run_id).await {
+                                Ok(()) => format!("cancelled by the user: asked {} to cancel run {run_id}", runner.describe()),
+                                Err(e) => format!("cancelled by the user, but run {run_id} could not be cancelled: {e}"),
+                            };
+                            self.audit(&cancel_note);
+                            self.engine.emit(Event::Output {
+                                id: self.id,
+                                seq,
+                                stderr: false,
+                                text: format!("{cancel_note}\n"),
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        let cancelled = !cancel_note.is_empty();
         let ok = matches!(&r, Ok(c) if c.success);
         let detail = match &r {
             Ok(c) => format!("concluded: {}", c.detail),
@@ -729,37 +773,40 @@ impl Run<'_> {
             step,
             ok,
             None,
-            &format!("{}\n{detail}", tail(&log, OUTPUT_KEEP)),
+            &format!("{}\n{cancel_note}\n{detail}", tail(&log, OUTPUT_KEEP)),
         )?;
         self.audit(&format!("workflow run {run_id} {detail}"));
-        Ok(ok)
+        Ok(WorkflowEnd { ok, cancelled })
     }
 
     async fn after_workflow(
         &self,
         exec: &dyn Executor,
         tag: &str,
-        workflow_ok: bool,
+        workflow: WorkflowEnd,
         previous: Option<&Deployment>,
     ) -> Outcome {
         let _ = self.record_digest(exec, tag).await;
-        if !workflow_ok {
+        if !workflow.ok {
+            let how = if workflow.cancelled {
+                "the workflow run was cancelled"
+            } else {
+                "the workflow run failed"
+            };
             // If the run stopped before `down`, the previous version still answers: nothing to undo.
             if let Some(p) = previous {
                 if let health::Probe::Ready { image_tag } =
                     health::probe(exec, self.target.port, Duration::from_secs(3)).await
                 {
                     if image_tag == p.tag {
-                        return Outcome::Untouched(Stop::Failed(format!(
-                            "the workflow run failed; {} is still serving",
-                            p.tag
-                        )));
+                        // `end_with` adds that nothing changed and what still serves.
+                        return Outcome::Untouched(Stop::Failed(how.to_string()));
                     }
                 }
             }
-            return Outcome::Broken(Stop::Failed(
-                "the workflow run failed and the previous version is not answering".into(),
-            ));
+            return Outcome::Broken(Stop::Failed(format!(
+                "{how} and the previous version is not answering"
+            )));
         }
         match self.gate(exec, tag).await {
             Ok(s) => Outcome::Ready(s),

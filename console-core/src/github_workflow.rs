@@ -254,6 +254,10 @@ impl WorkflowRunner for GitHubWorkflow {
             detail: format!("{conclusion} ({})", run.html_url),
         })
     }
+
+    async fn cancel(&self, run_id: i64) -> Result<(), String> {
+        self.cancel_run(run_id).await.map_err(|e| e.to_string())
+    }
 }
 
 fn unix_now() -> u64 {

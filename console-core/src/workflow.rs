@@ -21,4 +21,6 @@ pub trait WorkflowRunner: Send + Sync {
     async fn dispatch(&self, tag: &str) -> Result<i64, String>;
     /// Waits for the run to end, streaming what it logs.
     async fn wait(&self, run_id: i64, sink: Sink<'_>) -> Result<Conclusion, String>;
+    /// Asks for the run to be stopped; `wait` then reports how it ended (e.g. `cancelled`).
+    async fn cancel(&self, run_id: i64) -> Result<(), String>;
 }

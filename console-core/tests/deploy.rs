@@ -276,13 +276,7 @@ async fn refused_login_and_missing_tag_leave_the_running_version_alone() {
         d.error.as_deref().unwrap().contains("step `pull` failed"),
         "{d:?}"
     );
-    let pull = b
-        .history()
-        .steps(d.id)
-        .unwrap()
-        .into_iter()
-        .find(|s| s.name == "pull")
-        .unwrap();
+    let pull = b.step(&d, "pull");
     assert!(
         pull.output.contains("v404")
             || pull.output.contains("manifest unknown")
@@ -632,6 +626,10 @@ impl WorkflowRunner for WorkflowScriptRunner {
             },
         })
     }
+
+    async fn cancel(&self, _run_id: i64) -> Result<(), String> {
+        Err("the test's runner plays the deploy step to its end; it cannot cancel".into())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -675,13 +673,7 @@ async fn the_workflow_deploy_script_deploys_and_its_failures_are_recorded() {
     assert_eq!((d.trigger, d.github_run_id), (Trigger::Github, Some(4242)));
     assert!(d.digest.is_some());
     assert_eq!(b.answering().as_deref(), Some("v2"));
-    let run = b
-        .history()
-        .steps(d.id)
-        .unwrap()
-        .into_iter()
-        .find(|s| s.name == "workflow run")
-        .unwrap();
+    let run = b.step(&d, "workflow run");
     assert!(run.output.contains("v2 is ready after"), "{}", run.output);
     assert!(!run.output.contains(&b.registry.password));
 
@@ -799,4 +791,95 @@ async fn a_deploy_cancelled_before_the_switch_changes_nothing() {
     assert!(!e2.cancel(&b.target.name), "nothing is running any more");
     // The lock was released: the next deploy goes through.
     assert_ok(&e2.deploy(&b.target, &b.images.v2).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_deploy_through_github_cancels_the_run_and_v1_keeps_serving() {
+    use console_core::github::{GitHub, Repo};
+    use console_core::github_workflow::GitHubWorkflow;
+    use support::github_double::{token, Double};
+
+    if !docker_or_skip() {
+        return;
+    }
+    let Some(gh) = Double::start() else { return };
+    let _serial = SERIAL.lock().await;
+    let b = Bed::new(true);
+    assert_ok(&b.engine.deploy(&b.target, &b.images.v1).await.unwrap());
+    // A run that stays in progress until somebody cancels it.
+    gh.post(
+        "/_double/next_run",
+        serde_json::json!({"conclusion": "success", "log": "", "details": true, "polls_to_finish": 1_000_000}),
+    );
+    let mut runner = GitHubWorkflow::new(
+        Arc::new(GitHub::new(&gh.url(), &Secret::new(token())).unwrap()),
+        Repo::parse("acme/inference").unwrap(),
+        "deploy.yml",
+        "main",
+    );
+    runner.poll = Duration::from_millis(50);
+    let deploy = b
+        .engine
+        .deploy_via_workflow(&b.target, &b.images.v2, &runner);
+    let cancel = async {
+        // Once the run is in progress on "GitHub", the user presses Cancel.
+        let started = Instant::now();
+        loop {
+            let runs = gh.state()["runs"].clone();
+            let in_progress = runs
+                .as_object()
+                .is_some_and(|r| r.values().any(|run| run["status"] == "in_progress"));
+            if in_progress {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no run started: {runs}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(b.engine.cancel(&b.target.name));
+    };
+    let (d, ()) = tokio::join!(deploy, cancel);
+    let d = d.unwrap();
+    assert_eq!(d.status, "failed", "{d:#?}");
+    assert_eq!(
+        d.error.as_deref(),
+        Some(
+            "the workflow run was cancelled; nothing was changed on the host, v1 is still serving"
+        ),
+        "{d:#?}"
+    );
+    let st = gh.state();
+    let id = d.github_run_id.expect("the run id is recorded").to_string();
+    assert_eq!(
+        (
+            st["runs"][&id]["cancelled"].as_bool(),
+            st["runs"][&id]["status"].as_str()
+        ),
+        (Some(true), Some("completed"))
+    );
+    let cancels: Vec<_> = st["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["method"] == "post"
+                && r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(&format!("/runs/{id}/cancel")))
+        })
+        .collect();
+    assert_eq!(cancels.len(), 1, "exactly one cancel request: {cancels:#?}");
+    let run = b.step(&d, "workflow run");
+    assert!(
+        run.output.contains("asked acme/inference") && run.output.contains("cancelled"),
+        "{}",
+        run.output
+    );
+    assert_eq!(answering(b.target.port).as_deref(), Some("v1"));
+    assert!(
+        !b.engine.cancel(&b.target.name),
+        "nothing is running any more"
+    );
 }

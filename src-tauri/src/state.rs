@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use console_core::cloudwatch::Reader;
 use console_core::engine::Progress;
 use console_core::sandbox::{self, Traffic};
 use console_core::service::ServiceClient;
@@ -29,6 +31,22 @@ pub struct AppState {
     /// Monitoring tokens by target, read once (every dashboard refresh needs one), with whether
     /// the keychain keeps them: one made without a keychain lives only while this console runs.
     pub tokens: Mutex<std::collections::HashMap<String, (Secret, bool)>>,
+    /// The dashboard's CloudWatch reader, kept between refreshes (its SDK client caches the
+    /// credentials it resolved) under the AWS settings it was made for; see `cloudwatch_reader`.
+    pub cloudwatch: tokio::sync::Mutex<Option<(AwsKey, Reader)>>,
+    /// Bumped whenever a credential is saved or deleted, so cached AWS clients are made anew.
+    pub credentials_changed: AtomicU64,
+}
+
+/// What an AWS client was made from, without any secret: region, credential source, profile,
+/// endpoint, and the keychain's generation (the keys themselves stay in the keychain).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsKey {
+    region: String,
+    mode: String,
+    profile: Option<String>,
+    endpoint: Option<String>,
+    credentials: u64,
 }
 
 /// An open SSH connection forwarding a loopback port to the remote service.
@@ -82,7 +100,32 @@ impl AppState {
             traffic: tokio::sync::Mutex::new(None),
             tunnel: tokio::sync::Mutex::new(None),
             tokens: Mutex::new(Default::default()),
+            cloudwatch: tokio::sync::Mutex::new(None),
+            credentials_changed: AtomicU64::new(0),
         })
+    }
+
+    /// A CloudWatch reader for the current AWS settings: the one made for the previous refresh
+    /// while the settings and the keychain are unchanged, else a new one.
+    pub async fn cloudwatch_reader(&self) -> AppResult<Reader> {
+        let aws = self.settings().aws;
+        let key = AwsKey {
+            region: aws.region.clone(),
+            mode: aws.mode.clone(),
+            profile: aws.profile.clone(),
+            endpoint: crate::commands::cloud::aws_endpoint(),
+            credentials: self.credentials_changed.load(Ordering::Acquire),
+        };
+        let mut cached = self.cloudwatch.lock().await;
+        if let Some((k, reader)) = cached.as_ref() {
+            if *k == key {
+                return Ok(reader.clone());
+            }
+        }
+        let target = crate::commands::cloud::aws_target(self, &aws.region)?;
+        let reader = Reader::for_config(&target.load().await);
+        *cached = Some((key, reader.clone()));
+        Ok(reader)
     }
 
     pub fn settings(&self) -> Settings {

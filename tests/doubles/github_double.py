@@ -82,9 +82,10 @@ class State:
         self.faults: list[dict] = []
         self.requests: list[dict] = []
         # workflow runs: id -> {"repo", "workflow", "ref", "inputs", "created_at", "polls", "conclusion",
-        #                       "log", "cancelled"}
+        #                       "log", "cancelled", "polls_to_finish"}
         self.runs: dict[int, dict] = {}
-        # what the next dispatched run will do
+        # what the next dispatched run will do; "polls_to_finish" (default 3) is how many status
+        # polls it takes to complete, so a test can keep a run going until it cancels it
         self.next_run = {"conclusion": "success", "log": "deployed\n", "details": True}
 
     def add_repo(self, full: str, can_write: bool = True) -> None:
@@ -234,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
         run["polls"] += 1
         if run["cancelled"]:
             run["status"], run["conclusion_now"] = "completed", "cancelled"
-        elif run["polls"] >= 3:
+        elif run["polls"] >= run["polls_to_finish"]:
             run["status"], run["conclusion_now"] = "completed", run["conclusion"]
         elif run["polls"] == 2:
             run["status"] = "in_progress"
@@ -255,7 +256,7 @@ class Handler(BaseHTTPRequestHandler):
                 "repo": full, "workflow": match["wf"], "ref": body["ref"], "inputs": body["inputs"],
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "polls": 0,
                 "status": "queued", "conclusion_now": None, "conclusion": nr["conclusion"], "log": nr["log"],
-                "cancelled": False}
+                "cancelled": False, "polls_to_finish": int(nr.get("polls_to_finish", 3))}
             details = nr.get("details", True)
         if body.get("return_run_details") and details:
             host = self.headers.get("host", "127.0.0.1")

@@ -90,7 +90,9 @@ export class Deployments {
   async cancel() {
     try {
       const stopped = await call("deploy_cancel", { target: this.app.target });
-      toast(stopped ? "Cancelling: the deploy stops before its next step." : "Nothing to cancel.");
+      toast(stopped
+        ? "Cancelling: the deploy stops before its next step; a GitHub workflow run is cancelled on GitHub."
+        : "Nothing to cancel.");
     } catch (e) {
       toast(e.message, true);
     }

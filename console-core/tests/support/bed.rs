@@ -79,6 +79,16 @@ impl Bed {
         self.engine.history()
     }
 
+    /// The recorded step `name` of deployment `d` (panics if it did not run).
+    pub fn step(&self, d: &Deployment, name: &str) -> console_core::history::Step {
+        self.history()
+            .steps(d.id)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("deployment #{} has no step {name:?}", d.id))
+    }
+
     pub fn step_names(&self, d: &Deployment) -> Vec<String> {
         self.history()
             .steps(d.id)

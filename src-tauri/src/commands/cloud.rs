@@ -59,10 +59,15 @@ pub fn aws_target(state: &AppState, region: &str) -> AppResult<AwsTarget> {
         _ => AwsAuth::DefaultChain,
     };
     let mut t = AwsTarget::new(region, auth);
-    t.endpoint = std::env::var("MLOPS_AWS_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty());
+    t.endpoint = aws_endpoint();
     Ok(t)
+}
+
+/// `MLOPS_AWS_ENDPOINT`, when set: the AWS endpoint to use instead of AWS's own.
+pub fn aws_endpoint() -> Option<String> {
+    std::env::var("MLOPS_AWS_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
 }
 
 fn ec2_error(e: ec2::Ec2Error) -> AppError {

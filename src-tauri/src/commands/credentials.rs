@@ -1,5 +1,7 @@
 //! Credentials in the OS keychain: what is stored (never the values), save or replace, delete.
 
+use std::sync::atomic::Ordering;
+
 use console_core::vault::SecretName;
 use console_core::Secret;
 use serde::Serialize;
@@ -48,6 +50,7 @@ pub fn credential_save(
     let n = parse(&name)?;
     let secret = Secret::new(value);
     state.vault.put(&n, &secret)?;
+    state.credentials_changed.fetch_add(1, Ordering::AcqRel);
     Ok(Stored {
         name: n.account(),
         label: n.to_string(),
@@ -57,5 +60,7 @@ pub fn credential_save(
 #[tauri::command]
 pub fn credential_delete(state: State<'_, AppState>, name: String) -> AppResult<bool> {
     let n = parse(&name)?;
-    Ok(state.vault.delete(&n)?)
+    let deleted = state.vault.delete(&n)?;
+    state.credentials_changed.fetch_add(1, Ordering::AcqRel);
+    Ok(deleted)
 }

@@ -2,7 +2,6 @@
 //! for an EC2 host, CloudWatch's view of the instance is fetched alongside.
 
 use console_core::cloud_charts;
-use console_core::cloudwatch::Reader;
 use console_core::dashboard::{self, Dashboard, Request};
 use tauri::State;
 
@@ -48,8 +47,7 @@ pub async fn dashboard(
             .await
             .map_err(|e| AppError::new("monitoring", e));
     };
-    let aws = crate::commands::cloud::aws_target(&state, &settings.aws.region)?;
-    let reader = Reader::for_config(&aws.load().await);
+    let reader = state.cloudwatch_reader().await?;
     let (service, (charts, alerts)) = tokio::join!(
         dashboard::refresh(&client, &markers, &req),
         cloud_charts::host_charts(&reader, &instance, &markers, &req)
