@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,6 +21,7 @@ use crate::error::ApiError;
 use crate::monitor::{now_secs, Event, Monitor};
 use crate::monitoring_api;
 use crate::request::{overflow_issues, to_matrix, PredictRequest};
+use crate::tracking::TrackLayer;
 
 /// Build-time and deploy-time facts reported by `GET /v1/model`.
 #[derive(Debug, Clone, Serialize)]
@@ -49,20 +49,6 @@ pub struct AppState {
     pub monitor: Arc<Monitor>,
     pub access: Access,
 }
-
-/// Routes as monitoring names them (anything else is "other").
-const ROUTES: [&str; 10] = [
-    "/healthz",
-    "/readyz",
-    "/v1/model",
-    "/v1/predict",
-    "/v1/feedback",
-    "/v1/monitoring/summary",
-    "/v1/monitoring/series",
-    "/metrics",
-    "/openapi.json",
-    "other",
-];
 
 const OPENAPI_TEMPLATE: &str = include_str!("openapi.json");
 
@@ -116,33 +102,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit));
     let router = if state.monitor.enabled {
-        router.layer(middleware::from_fn_with_state(Arc::clone(&state), track))
+        router.layer(TrackLayer::new(Arc::clone(&state.monitor)))
     } else {
         router
     };
     router.with_state(state)
-}
-
-/// Counts every request for the system layer: route, status class, latency, requests in flight.
-async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()))
-        .copied()
-        .unwrap_or("other");
-    let (guard, in_flight) = state.monitor.enter();
-    let started = std::time::Instant::now();
-    let response = next.run(req).await;
-    drop(guard);
-    state.monitor.record(Event::Request {
-        at: now_secs(),
-        route,
-        status: response.status().as_u16(),
-        seconds: started.elapsed().as_secs_f64(),
-        in_flight,
-    });
-    response
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -219,10 +183,9 @@ struct RowResult {
 
 async fn predict(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let result = score_request(&state, &headers, body).await;
+    let result = score_request(&state, request).await;
     if let Err(e) = &result {
         // Refused for its content (not for load or access): the data layer counts it.
         let status = e.status();
@@ -244,14 +207,15 @@ async fn predict(
     result
 }
 
-async fn score_request(
-    state: &Arc<AppState>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    state.access.check(headers, Scope::Predict)?;
-    require_json(headers)?;
-    let body = body.map_err(|e| body_error(e, state.limits.max_body_bytes))?;
+async fn score_request(state: &Arc<AppState>, request: Request) -> Result<Response, ApiError> {
+    // The headers are checked in place (a `HeaderMap` extractor would copy them), and the body is
+    // only read once they pass.
+    let (parts, body) = request.into_parts();
+    state.access.check(&parts.headers, Scope::Predict)?;
+    require_json(&parts.headers)?;
+    let body = Bytes::from_request(Request::from_parts(parts, body), &())
+        .await
+        .map_err(|e| body_error(e, state.limits.max_body_bytes))?;
     let req: PredictRequest = serde_json::from_slice(&body).map_err(json_error)?;
     let matrix = to_matrix(&req, &state.card, state.limits.max_batch_rows)?;
     let permit = state.engine.admit()?;

@@ -14,6 +14,7 @@ pub mod monitoring_api;
 pub mod request;
 pub mod scorer;
 pub mod stats;
+pub mod tracking;
 
 use std::future::Future;
 use std::sync::Arc;

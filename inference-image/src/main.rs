@@ -3,6 +3,9 @@ use std::time::Duration;
 
 use inference::config::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match Cli::from_env().command {
         Command::Serve(args) => match inference::run(args) {

@@ -20,6 +20,9 @@ pub struct PredictRequest {
 /// One row as sent: an array in model-card order, or an object keyed by feature name.
 #[derive(Debug)]
 pub enum Row {
+    /// An array of plain numbers (the common case, kept without per-cell tags).
+    Numbers(Vec<f64>),
+    /// An array with at least one cell that is not a number.
     Values(Vec<Cell>),
     Named(Vec<(String, Cell)>),
     Invalid(&'static str),
@@ -92,7 +95,8 @@ pub fn to_matrix(
     let width = card.width();
     let mut matrix = Vec::with_capacity(req.rows.len() * width);
     let mut issues = Vec::new();
-    let mut slots: Vec<Option<&Cell>> = vec![None; width];
+    // Only object rows need the name-to-slot table.
+    let mut slots: Vec<Option<&Cell>> = Vec::new();
     for (i, row) in req.rows.iter().enumerate() {
         let mut problem = |feature: Option<&str>, (kind, problem): (IssueKind, String)| {
             if issues.len() < MAX_ISSUES {
@@ -110,16 +114,18 @@ pub fn to_matrix(
                 None,
                 shape(format!("is {kind}; expected an array of {width} numbers or an object keyed by feature name")),
             ),
+            Row::Numbers(values) if values.len() == width => {
+                for (&x, feature) in values.iter().zip(&card.features) {
+                    match in_range(x, f64::from(x as f32), feature) {
+                        Ok(v) => matrix.push(v),
+                        Err(p) => problem(Some(&feature.name), p),
+                    }
+                }
+            }
+            Row::Numbers(values) => problem(None, shape(wrong_width(values.len(), card))),
             Row::Values(cells) => {
                 if cells.len() != width {
-                    problem(
-                        None,
-                        shape(format!(
-                            "has {} values; the model takes {width} features in this order: {}",
-                            cells.len(),
-                            card.feature_names().collect::<Vec<_>>().join(", ")
-                        )),
-                    );
+                    problem(None, shape(wrong_width(cells.len(), card)));
                     continue;
                 }
                 for (cell, feature) in cells.iter().zip(&card.features) {
@@ -130,7 +136,8 @@ pub fn to_matrix(
                 }
             }
             Row::Named(pairs) => {
-                slots.iter_mut().for_each(|s| *s = None);
+                slots.clear();
+                slots.resize(width, None);
                 for (name, cell) in pairs {
                     match card.features.iter().position(|f| &f.name == name) {
                         None => problem(Some(name), shape("is not a feature of this model".to_string())),
@@ -159,6 +166,14 @@ pub fn to_matrix(
     }
 }
 
+fn wrong_width(n: usize, card: &ModelCard) -> String {
+    format!(
+        "has {n} values; the model takes {} features in this order: {}",
+        card.width(),
+        card.feature_names().collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// A cell's value if it is a number within the feature's plausible range (from the model card).
 fn value(cell: &Cell, feature: &FeatureStats) -> Result<f32, (IssueKind, String)> {
     let v = number(cell)?;
@@ -167,6 +182,18 @@ fn value(cell: &Cell, feature: &FeatureStats) -> Result<f32, (IssueKind, String)
         Cell::Number(x) => *x,
         _ => f64::from(v),
     };
+    in_range(x, f64::from(v), feature)
+}
+
+/// `x` (as sent) checked against the feature's plausible range; `v` is its float32 value.
+fn in_range(x: f64, v: f64, feature: &FeatureStats) -> Result<f32, (IssueKind, String)> {
+    if !v.is_finite() {
+        return Err((
+            IssueKind::Invalid,
+            format!("{x} is outside the range of a 32-bit float"),
+        ));
+    }
+    let v = v as f32;
     if x < feature.valid_min || x > feature.valid_max {
         return Err((
             IssueKind::Invalid,
@@ -221,11 +248,22 @@ impl<'de> Deserialize<'de> for Row {
                 f.write_str("a row (array of numbers or object of feature: number)")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Row, A::Error> {
-                let mut cells = Vec::with_capacity(seq.size_hint().unwrap_or(32));
+                let hint = seq.size_hint().unwrap_or(32);
+                let mut numbers = Vec::with_capacity(hint);
                 while let Some(c) = seq.next_element::<Cell>()? {
+                    if let Cell::Number(x) = c {
+                        numbers.push(x);
+                        continue;
+                    }
+                    // Something other than a number: keep every cell as sent, for the report.
+                    let mut cells: Vec<Cell> = numbers.into_iter().map(Cell::Number).collect();
                     cells.push(c);
+                    while let Some(c) = seq.next_element::<Cell>()? {
+                        cells.push(c);
+                    }
+                    return Ok(Row::Values(cells));
                 }
-                Ok(Row::Values(cells))
+                Ok(Row::Numbers(numbers))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
                 let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(32));

@@ -509,6 +509,12 @@ enum Depth {
 /// Decrements the in-flight count when a request finishes.
 pub struct InFlight(Arc<Monitor>);
 
+impl InFlight {
+    pub fn monitor(&self) -> &Monitor {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
