@@ -62,10 +62,12 @@ impl Bins {
         if v.is_nan() {
             return 0;
         }
-        // The guess is off by at most one where rounding meets an edge; the edges decide.
+        // The guess is off by at most one where rounding meets an edge (or, below the first edge,
+        // where truncation rounds towards zero); the edges decide. Truncating instead of `floor`
+        // keeps this inline: without SSE4.1 `floor` is a libm call.
         let n = self.edges.len();
-        let guess = ((v - lo) * inv_width).floor() + 1.0;
-        let mut slot = guess.clamp(0.0, n as f64) as usize;
+        let guess = (((v - lo) * inv_width) as i64).saturating_add(1);
+        let mut slot = guess.clamp(0, n as i64) as usize;
         while slot < n && self.edges[slot] <= v {
             slot += 1;
         }
