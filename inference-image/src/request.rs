@@ -116,7 +116,7 @@ pub fn to_matrix(
             ),
             Row::Numbers(values) if values.len() == width => {
                 for (&x, feature) in values.iter().zip(&card.features) {
-                    match in_range(x, f64::from(x as f32), feature) {
+                    match in_range(x, feature) {
                         Ok(v) => matrix.push(v),
                         Err(p) => problem(Some(&feature.name), p),
                     }
@@ -176,47 +176,9 @@ fn wrong_width(n: usize, card: &ModelCard) -> String {
 
 /// A cell's value if it is a number within the feature's plausible range (from the model card).
 fn value(cell: &Cell, feature: &FeatureStats) -> Result<f32, (IssueKind, String)> {
-    let v = number(cell)?;
-    // Compare the value as sent (f64), not its float32 rounding, so the documented bounds hold exactly.
-    let x = match cell {
-        Cell::Number(x) => *x,
-        _ => f64::from(v),
-    };
-    in_range(x, f64::from(v), feature)
-}
-
-/// `x` (as sent) checked against the feature's plausible range; `v` is its float32 value.
-fn in_range(x: f64, v: f64, feature: &FeatureStats) -> Result<f32, (IssueKind, String)> {
-    if !v.is_finite() {
-        return Err((
-            IssueKind::Invalid,
-            format!("{x} is outside the range of a 32-bit float"),
-        ));
-    }
-    let v = v as f32;
-    if x < feature.valid_min || x > feature.valid_max {
-        return Err((
-            IssueKind::Invalid,
-            format!(
-                "{x} is outside the plausible range {} to {} (model card)",
-                feature.valid_min, feature.valid_max
-            ),
-        ));
-    }
-    Ok(v)
-}
-
-fn number(cell: &Cell) -> Result<f32, (IssueKind, String)> {
     let invalid = |text: String| Err((IssueKind::Invalid, text));
     match cell {
-        Cell::Number(v) => {
-            let f = *v as f32;
-            if f.is_finite() {
-                Ok(f)
-            } else {
-                invalid(format!("{v} is outside the range of a 32-bit float"))
-            }
-        }
+        Cell::Number(x) => in_range(*x, feature),
         Cell::Null => Err((IssueKind::Missing, "is null (missing value)".to_string())),
         Cell::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
             "nan" => invalid("is NaN".to_string()),
@@ -230,6 +192,29 @@ fn number(cell: &Cell) -> Result<f32, (IssueKind, String)> {
         },
         Cell::Other(kind) => invalid(format!("is {kind}; expected a number")),
     }
+}
+
+/// A number as sent, if it fits a 32-bit float and the feature's plausible range. The bounds are
+/// compared on the value as sent (f64), not its float32 rounding, so the documented bounds hold
+/// exactly.
+fn in_range(x: f64, feature: &FeatureStats) -> Result<f32, (IssueKind, String)> {
+    let v = x as f32;
+    if !v.is_finite() {
+        return Err((
+            IssueKind::Invalid,
+            format!("{x} is outside the range of a 32-bit float"),
+        ));
+    }
+    if x < feature.valid_min || x > feature.valid_max {
+        return Err((
+            IssueKind::Invalid,
+            format!(
+                "{x} is outside the plausible range {} to {} (model card)",
+                feature.valid_min, feature.valid_max
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 fn truncate(s: &str, max: usize) -> String {
