@@ -1,5 +1,6 @@
-//! What reading the monitoring history costs: the 24-hour summary (merge 1,440 minute buckets and
-//! compute every layer, drift included) and a 24-hour series, on a history full of traffic.
+//! What monitoring costs. Reading: the 24-hour summary (merge 1,440 minute buckets and compute every
+//! layer, drift included) and a 24-hour series, on a history full of traffic. Recording: what the
+//! recorder spends on one scored request of 1 and of 64 rows (its data, model and system events).
 //!
 //! cargo bench -p inference-image --bench monitoring
 
@@ -9,17 +10,23 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use inference::card::ModelCard;
+use inference::card_builder::{read_csv, Table};
 use inference::monitor::bucket::Labelled;
 use inference::monitor::{now_secs, series, summary, Event, Monitor};
 
-fn full_day() -> Arc<Monitor> {
+/// The bundled model's card and its calibration rows.
+fn bundled() -> (Arc<ModelCard>, Table) {
     let dir = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/model/wbc-autoencoder"
     ));
     let card = Arc::new(ModelCard::load(dir).expect("bundled card"));
-    let rows =
-        inference::card_builder::read_csv(&dir.join("calibration.csv")).expect("calibration rows");
+    let rows = read_csv(&dir.join("calibration.csv")).expect("calibration rows");
+    (card, rows)
+}
+
+fn full_day() -> Arc<Monitor> {
+    let (card, rows) = bundled();
     let monitor = Monitor::new(Arc::clone(&card), None);
     let now = now_secs();
     let mut events = Vec::new();
@@ -64,7 +71,51 @@ fn full_day() -> Arc<Monitor> {
     monitor
 }
 
+/// The events one scored request of `n` rows sends the recorder.
+fn request_events(rows: &[Vec<f64>], n: usize, at: i64) -> [Event; 2] {
+    let flat: Vec<f32> = rows
+        .iter()
+        .cycle()
+        .take(n)
+        .flatten()
+        .map(|&v| v as f32)
+        .collect();
+    [
+        Event::Scored {
+            at,
+            rows: flat,
+            // Scores scattered over two decades, as a real batch's are (not sorted).
+            errors: (0..n)
+                .map(|i| 10f64.powf(-2.0 + ((i * 37) % 64) as f64 / 32.0))
+                .collect(),
+        },
+        Event::Request {
+            at,
+            route: "/v1/predict",
+            status: 200,
+            seconds: 0.000_2,
+            in_flight: 4,
+        },
+    ]
+}
+
+fn bench_recording(c: &mut Criterion) {
+    let (card, rows) = bundled();
+    let monitor = Monitor::new(card, None);
+    let at = now_secs();
+    for n in [1usize, 64] {
+        c.bench_function(&format!("record/request/{n}"), |b| {
+            b.iter_batched(
+                || request_events(&rows.rows, n, at),
+                |events| monitor.apply(events.into_iter()),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    bench_recording(c);
     let monitor = full_day();
     let to = now_secs();
     let last = to / 60;

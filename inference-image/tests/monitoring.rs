@@ -74,6 +74,8 @@ async fn normal_traffic_shows_no_drift() {
         "drift flagged on normal held-out rows: {drifted:?}"
     );
     assert_ne!(s["data"]["drift"]["verdict"], "drift");
+    // Far below the sampling rate: the feature histograms hold every row.
+    assert_eq!(s["data"]["rows_in_feature_histograms"], s["data"]["rows"]);
     assert_ne!(
         s["model"]["score_drift"]["verdict"], "drift",
         "{}",

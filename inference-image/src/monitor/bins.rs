@@ -23,25 +23,27 @@ pub const SCORE_BINS_PER_DECADE: usize = 8;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bins {
     pub edges: Vec<f64>,
-    /// For equal-width edges: the first edge and the inverse width, so `index` computes the slot
-    /// instead of searching for it (every scored value is binned this way).
-    uniform: Option<(f64, f64)>,
+    /// How the edges are spaced, when `index` can compute a value's slot instead of searching for
+    /// it (every scored value and every score is binned).
+    spacing: Spacing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Spacing {
+    /// Edge i is `lo + i / inv_width`.
+    Equal { lo: f64, inv_width: f64 },
+    /// Edge i is `first * ratio^i` (all positive): equal steps in log2, `per_log2` of them per
+    /// doubling, from `log2_first`.
+    Geometric { log2_first: f64, per_log2: f64 },
+    /// Anything else is searched.
+    Irregular,
 }
 
 impl Bins {
     pub fn new(edges: Vec<f64>) -> Self {
         debug_assert!(edges.windows(2).all(|w| w[0] < w[1]));
-        let uniform = (edges.len() >= 3)
-            .then(|| {
-                let n = edges.len() - 1;
-                let width = (edges[n] - edges[0]) / n as f64;
-                let equal = edges
-                    .windows(2)
-                    .all(|w| ((w[1] - w[0]) - width).abs() <= width * 1e-9);
-                (equal && width > 0.0).then_some((edges[0], 1.0 / width))
-            })
-            .flatten();
-        Self { edges, uniform }
+        let spacing = Spacing::of(&edges);
+        Self { edges, spacing }
     }
 
     /// Count slots: one open bin below, `edges.len() - 1` closed bins, one open bin above.
@@ -55,19 +57,23 @@ impl Bins {
 
     /// The slot of `v`: 0 below the first edge, then [e_i, e_{i+1}) → i + 1, last edge and above →
     /// the top closed bin or the open top bin.
+    #[inline]
     pub fn index(&self, v: f64) -> usize {
-        let Some((lo, inv_width)) = self.uniform else {
-            return self.edges.partition_point(|&e| e <= v);
+        // The computed guess may be off where rounding meets an edge (or, for geometric edges, by
+        // the error of the fast log2, under a third of a step); the edges decide. Truncating
+        // instead of `floor` keeps this inline: without SSE4.1 `floor` is a libm call.
+        let position = match self.spacing {
+            Spacing::Irregular => return self.edges.partition_point(|&e| e <= v),
+            _ if v.is_nan() => return 0,
+            Spacing::Equal { lo, inv_width } => (v - lo) * inv_width,
+            Spacing::Geometric { .. } if v <= 0.0 => return 0,
+            Spacing::Geometric {
+                log2_first,
+                per_log2,
+            } => (fast_log2(v) - log2_first) * per_log2,
         };
-        if v.is_nan() {
-            return 0;
-        }
-        // The guess is off by at most one where rounding meets an edge (or, below the first edge,
-        // where truncation rounds towards zero); the edges decide. Truncating instead of `floor`
-        // keeps this inline: without SSE4.1 `floor` is a libm call.
         let n = self.edges.len();
-        let guess = (((v - lo) * inv_width) as i64).saturating_add(1);
-        let mut slot = guess.clamp(0, n as i64) as usize;
+        let mut slot = ((position as i64).saturating_add(1)).clamp(0, n as i64) as usize;
         while slot < n && self.edges[slot] <= v {
             slot += 1;
         }
@@ -122,6 +128,76 @@ impl Bins {
             }
         }
         out
+    }
+}
+
+impl Spacing {
+    fn of(edges: &[f64]) -> Self {
+        if edges.len() < 3 {
+            return Spacing::Irregular;
+        }
+        let n = (edges.len() - 1) as f64;
+        let steady = |step: &dyn Fn(usize) -> f64, size: f64| {
+            size > 0.0
+                && size.is_finite()
+                && (1..edges.len()).all(|i| (step(i) - size).abs() <= size * 1e-9)
+        };
+        let width = (edges[edges.len() - 1] - edges[0]) / n;
+        if steady(&|i| edges[i] - edges[i - 1], width) {
+            return Spacing::Equal {
+                lo: edges[0],
+                inv_width: 1.0 / width,
+            };
+        }
+        if edges[0] > 0.0 {
+            let log_step = (edges[edges.len() - 1].log2() - edges[0].log2()) / n;
+            if steady(&|i| (edges[i] / edges[i - 1]).log2(), log_step) {
+                return Spacing::Geometric {
+                    log2_first: edges[0].log2(),
+                    per_log2: 1.0 / log_step,
+                };
+            }
+        }
+        Spacing::Irregular
+    }
+}
+
+/// log2 of a positive finite `v`, within 0.09 below the true value: the exponent bits plus the
+/// mantissa read as a straight line (no libm call).
+#[inline]
+fn fast_log2(v: f64) -> f64 {
+    v.to_bits() as f64 / (1u64 << 52) as f64 - 1023.0
+}
+
+/// Finds a value's slot on a coarse layout from its slot on a fine one, so a value that is counted
+/// on both is only searched for once. For each fine slot it keeps the first coarse slot that slot's
+/// values can fall in; the coarse edges inside the fine slot (usually none) decide the rest.
+#[derive(Debug, Clone)]
+pub struct Coarsening {
+    first: Vec<u32>,
+}
+
+impl Coarsening {
+    pub fn new(fine: &Bins, coarse: &Bins) -> Self {
+        // Fine slot 0 starts at -inf; slot i >= 1 at fine edge i - 1.
+        let first = std::iter::once(0)
+            .chain(
+                fine.edges
+                    .iter()
+                    .map(|&lo| coarse.edges.partition_point(|&e| e <= lo) as u32),
+            )
+            .collect();
+        Self { first }
+    }
+
+    /// `coarse.index(v)`, given `fine_slot == fine.index(v)` on the layouts this was built from.
+    #[inline]
+    pub fn index(&self, coarse: &Bins, fine_slot: usize, v: f64) -> usize {
+        let mut slot = self.first[fine_slot] as usize;
+        while slot < coarse.edges.len() && coarse.edges[slot] <= v {
+            slot += 1;
+        }
+        slot
     }
 }
 
@@ -193,6 +269,37 @@ pub fn quantile(bins: &Bins, counts: &[f64], q: f64) -> Option<f64> {
 mod tests {
     use super::*;
 
+    /// Pseudo-random draws in [0, 1) (xorshift64), reproducible from `seed`.
+    fn uniform_draws(seed: u64) -> impl FnMut() -> f64 {
+        let mut x = seed;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// `values` plus every edge, a hair to either side of each, and the awkward numbers.
+    fn with_probes<'a>(mut values: Vec<f64>, edges: impl IntoIterator<Item = &'a f64>) -> Vec<f64> {
+        for &e in edges {
+            values.extend([e, e.next_down(), e.next_up()]);
+        }
+        values.extend([
+            0.0,
+            -0.0,
+            -1.0,
+            f64::MIN_POSITIVE,
+            f64::from_bits(1),
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MAX,
+            f64::MIN,
+        ]);
+        values
+    }
+
     #[test]
     fn index_puts_values_in_open_and_closed_slots() {
         let b = Bins::new(vec![0.0, 1.0, 2.0]);
@@ -207,41 +314,73 @@ mod tests {
 
     #[test]
     fn computed_slots_equal_searched_slots() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform_draws(0x2545_f491_4f6c_dd1du64);
         for (lo, hi) in [(0.0, 1.0), (-3.7, 12.25), (1e-6, 2e-6), (-1e5, 1e5)] {
             let edges: Vec<f64> = (0..=FINE_BINS)
                 .map(|i| lo + (hi - lo) * i as f64 / FINE_BINS as f64)
                 .collect();
             let b = Bins::new(edges.clone());
-            assert!(b.uniform.is_some());
+            assert!(matches!(b.spacing, Spacing::Equal { .. }));
             let span = hi - lo;
-            let mut values: Vec<f64> = (0..20_000)
+            let drawn = (0..20_000)
                 .map(|_| lo - span + 3.0 * span * next())
                 .collect();
-            // Exactly on every edge, and a hair to either side.
-            for &e in &edges {
-                values.extend([e, e.next_down(), e.next_up()]);
-            }
-            values.extend([
-                f64::INFINITY,
-                f64::NEG_INFINITY,
-                f64::NAN,
-                f64::MAX,
-                f64::MIN,
-            ]);
-            for v in values {
+            for v in with_probes(drawn, &edges) {
                 let searched = edges.partition_point(|&e| e <= v);
                 assert_eq!(b.index(v), searched, "value {v} in [{lo}, {hi}]");
             }
         }
         // Unequal edges are searched.
-        assert!(Bins::new(vec![0.0, 1.0, 3.0]).uniform.is_none());
+        assert_eq!(Bins::new(vec![0.0, 1.0, 3.0]).spacing, Spacing::Irregular);
+    }
+
+    #[test]
+    fn computed_geometric_slots_equal_searched_slots() {
+        let mut next = uniform_draws(0x853c_49e6_748f_ea9bu64);
+        let layouts = [
+            score_bins().edges,
+            (0..=40).map(|i| 2f64.powi(i - 20)).collect(),
+            (0..=500).map(|i| 1e-3 * 1.01f64.powi(i)).collect(),
+            (0..=20)
+                .map(|i| 10f64.powi(30 * i - 300))
+                .collect::<Vec<f64>>(),
+        ];
+        for edges in layouts {
+            let b = Bins::new(edges.clone());
+            assert!(matches!(b.spacing, Spacing::Geometric { .. }), "{edges:?}");
+            let (lo, hi) = (edges[0].log10(), edges[edges.len() - 1].log10());
+            let span = hi - lo;
+            let drawn = (0..20_000)
+                .map(|_| 10f64.powf(lo - span + 3.0 * span * next()))
+                .collect();
+            for v in with_probes(drawn, &edges) {
+                let searched = edges.partition_point(|&e| e <= v);
+                assert_eq!(b.index(v), searched, "value {v} on {} edges", edges.len());
+            }
+        }
+    }
+
+    #[test]
+    fn coarse_slots_from_fine_slots_equal_searched_slots() {
+        let mut next = uniform_draws(0x9e37_79b9_7f4a_7c15u64);
+        let fine = Bins::new((0..=FINE_BINS).map(|i| -4.0 + 0.5 * i as f64).collect());
+        let layouts = [
+            // Deciles bunched inside one fine bin, spread out, and reaching past the fine range.
+            vec![0.0, 0.01, 0.02, 0.03, 0.04, 0.05],
+            vec![-3.0, -1.0, 0.5, 2.0, 7.5],
+            vec![-100.0, -3.9, 11.0, 12.0, 500.0],
+            vec![1.0],
+        ];
+        for edges in layouts {
+            let coarse = Bins::new(edges.clone());
+            let map = Coarsening::new(&fine, &coarse);
+            let mut drawn: Vec<f64> = (0..20_000).map(|_| -150.0 + 700.0 * next()).collect();
+            drawn.extend((0..20_000).map(|_| -5.0 + 22.0 * next()));
+            for v in with_probes(drawn, edges.iter().chain(&fine.edges)) {
+                let slot = map.index(&coarse, fine.index(v), v);
+                assert_eq!(slot, coarse.index(v), "value {v} on {edges:?}");
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod summary;
 pub mod system;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,11 @@ const QUEUE: usize = 65_536;
 /// How often the recorder drains the queue. It polls instead of being woken per event, so a request
 /// costs one lock-free push and no cross-thread wake-up; readers see events at most this late.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// Most scored rows per second the per-feature histograms take. Beyond it the recorder takes an
+/// evenly spaced sample of the rows (see `RowSample`); every other count stays exact. 20,000 rows a
+/// second is 1.2 million a minute, far more than drift statistics need, and binning them costs
+/// under 1 % of a core.
+pub const FEATURE_ROWS_PER_SECOND: f64 = 20_000.0;
 /// How often the system layer is sampled.
 pub const SYSTEM_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
@@ -43,6 +49,8 @@ pub struct Layout {
     pub feature_names: Vec<String>,
     pub feature_bins: Vec<Bins>,
     pub decile_bins: Vec<Bins>,
+    /// Each feature's decile slot from its fine slot (a value is searched for once, not twice).
+    decile_from_fine: Vec<bins::Coarsening>,
     pub score_bins: Bins,
     pub latency_bins: Bins,
     pub threshold: f64,
@@ -50,14 +58,21 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(card: &ModelCard) -> Self {
+        let feature_bins: Vec<Bins> = card.features.iter().map(bins::feature_bins).collect();
+        let decile_bins: Vec<Bins> = card
+            .features
+            .iter()
+            .map(|f| bins::decile_bins(&f.histogram))
+            .collect();
         Self {
             feature_names: card.features.iter().map(|f| f.name.clone()).collect(),
-            feature_bins: card.features.iter().map(bins::feature_bins).collect(),
-            decile_bins: card
-                .features
+            decile_from_fine: feature_bins
                 .iter()
-                .map(|f| bins::decile_bins(&f.histogram))
+                .zip(&decile_bins)
+                .map(|(fine, deciles)| bins::Coarsening::new(fine, deciles))
                 .collect(),
+            feature_bins,
+            decile_bins,
             score_bins: bins::score_bins(),
             latency_bins: bins::latency_bins(),
             threshold: card.score.threshold,
@@ -246,12 +261,26 @@ impl Monitor {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(DRAIN_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A token bucket of feature rows: it refills at the rate and holds up to a second's
+            // worth, so bursts within that are counted whole.
+            let mut allowance = FEATURE_ROWS_PER_SECOND;
+            let mut last = tokio::time::Instant::now();
+            let mut seed = RandomState::new().hash_one(0u64);
             loop {
                 tick.tick().await;
-                let mut events = rx.try_iter().take(QUEUE).peekable();
-                if events.peek().is_some() {
-                    me.apply(events);
+                let events: Vec<Event> = rx.try_iter().take(QUEUE).collect();
+                let now = tokio::time::Instant::now();
+                let refill = FEATURE_ROWS_PER_SECOND * now.duration_since(last).as_secs_f64();
+                allowance = (allowance + refill).min(FEATURE_ROWS_PER_SECOND);
+                last = now;
+                if events.is_empty() {
+                    continue;
                 }
+                let rows: usize = events.iter().map(Event::scored_rows).sum();
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let sample = RowSample::within(rows, allowance, seed);
+                allowance = (allowance - sample.picked(rows) as f64).max(0.0);
+                me.apply_sampled(events.into_iter(), sample);
             }
         });
         let me = Arc::clone(self);
@@ -317,8 +346,14 @@ impl Monitor {
         Ok(n)
     }
 
-    /// Applies events to the current buckets (the recorder task calls this; tests may too).
+    /// Applies events to the current buckets, every scored row into the feature histograms.
     pub fn apply(&self, events: impl Iterator<Item = Event>) {
+        self.apply_sampled(events, RowSample::ALL);
+    }
+
+    /// Applies events to the current buckets, the scored rows `sample` picks into the feature
+    /// histograms (the recorder task calls this).
+    pub fn apply_sampled(&self, events: impl Iterator<Item = Event>, mut sample: RowSample) {
         let mut history = self.history.lock().expect("not poisoned");
         let mut totals = self.totals.lock().expect("not poisoned");
         for event in events {
@@ -332,7 +367,7 @@ impl Monitor {
             let minute = at / 60;
             history.dirty.insert(minute);
             let bucket = bucket_for(&mut history.buckets, &self.layout, minute);
-            self.fold(bucket, &event, Depth::Full);
+            self.fold(bucket, &event, Depth::Full(&mut sample));
             self.fold(&mut totals, &event, Depth::Counters);
         }
     }
@@ -366,14 +401,18 @@ impl Monitor {
             Event::Scored { rows, errors, .. } => {
                 let width = layout.feature_names.len();
                 b.rows += errors.len() as u64;
-                if depth == Depth::Full && !rows.is_empty() {
+                if let Depth::Full(sample) = depth {
+                    let (first, stride) = sample.take(errors.len());
                     // Feature by feature, so one feature's histograms stay in cache over the rows.
                     for (j, f) in b.features.iter_mut().enumerate().take(width) {
                         let (fine, deciles) = (&layout.feature_bins[j], &layout.decile_bins[j]);
-                        for v in rows.iter().skip(j).step_by(width) {
+                        let coarsening = &layout.decile_from_fine[j];
+                        let picked = rows.iter().skip(first * width + j);
+                        for v in picked.step_by(stride * width) {
                             let v = f64::from(*v);
-                            f.fine[fine.index(v)] += 1;
-                            f.deciles[deciles.index(v)] += 1;
+                            let slot = fine.index(v);
+                            f.fine[slot] += 1;
+                            f.deciles[coarsening.index(deciles, slot, v)] += 1;
                             f.sum += v;
                             f.sum_sq += v * v;
                         }
@@ -500,12 +539,67 @@ fn bucket_for<'a>(
     }
 }
 
-/// How much of an event a bucket takes: the history's buckets everything, the process totals (for
-/// Prometheus counters) everything but the per-feature histograms, which only the history serves.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Depth {
-    Full,
+/// How much of an event a bucket takes: the history's buckets everything (the feature histograms
+/// the rows the sample picks), the process totals (for Prometheus counters) everything but the
+/// per-feature histograms, which only the history serves.
+enum Depth<'a> {
+    Full(&'a mut RowSample),
     Counters,
+}
+
+impl Event {
+    /// Rows this event brings to the feature histograms.
+    fn scored_rows(&self) -> usize {
+        match self {
+            Event::Scored { errors, .. } => errors.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Which scored rows of one drain the feature histograms take: every `stride`-th row, counted
+/// across the drain's requests in arrival order, from a random starting offset. A stride of one
+/// takes every row. Rows are picked whatever their request, so a large batch is sampled like many
+/// small ones, and the random offset keeps a load that repeats the same requests from aliasing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSample {
+    stride: usize,
+    /// Rows to pass over before the next picked one.
+    skip: usize,
+}
+
+impl RowSample {
+    pub const ALL: RowSample = RowSample { stride: 1, skip: 0 };
+
+    /// The sample that keeps about `budget` of `rows` (all of them when they fit).
+    pub fn within(rows: usize, budget: f64, seed: u64) -> Self {
+        if rows as f64 <= budget {
+            return Self::ALL;
+        }
+        let stride = (rows as f64 / budget.max(1.0)).ceil() as usize;
+        Self {
+            stride,
+            skip: (seed >> 33) as usize % stride,
+        }
+    }
+
+    /// How many of `rows` rows (one drain's) this sample picks.
+    pub fn picked(&self, rows: usize) -> usize {
+        rows.saturating_sub(self.skip).div_ceil(self.stride)
+    }
+
+    /// For an event of `n` rows: the index of its first picked row and the stride (the first index
+    /// is `n` or more when none is picked), and moves on past the event.
+    fn take(&mut self, n: usize) -> (usize, usize) {
+        let first = self.skip;
+        self.skip = if first >= n {
+            first - n
+        } else {
+            let last = first + (n - 1 - first) / self.stride * self.stride;
+            last + self.stride - n
+        };
+        (first, self.stride)
+    }
 }
 
 /// Decrements the in-flight count when a request finishes.
@@ -520,5 +614,100 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card_and_rows() -> (Arc<ModelCard>, Vec<Vec<f64>>) {
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/model/wbc-autoencoder"
+        ));
+        let card = Arc::new(ModelCard::load(dir).expect("bundled card"));
+        let rows = crate::card_builder::read_csv(&dir.join("calibration.csv"))
+            .expect("calibration rows")
+            .rows;
+        (card, rows)
+    }
+
+    fn scored(at: i64, rows: &[Vec<f64>]) -> Event {
+        Event::Scored {
+            at,
+            rows: rows.iter().flatten().map(|&v| v as f32).collect(),
+            errors: (0..rows.len()).map(|i| 0.01 * (i + 1) as f64).collect(),
+        }
+    }
+
+    #[test]
+    fn a_sample_picks_every_stride_th_row_across_requests() {
+        for stride in 1..7 {
+            for skip in 0..stride {
+                let mut sample = RowSample { stride, skip };
+                let mut picked = Vec::new();
+                let mut seen = 0;
+                for n in [2, 4, 1, 5, 0, 13, 3, 1, 1, 8] {
+                    let (first, step) = sample.take(n);
+                    picked.extend((first..n).step_by(step).map(|i| seen + i));
+                    seen += n;
+                }
+                let expected: Vec<usize> = (skip..seen).step_by(stride).collect();
+                assert_eq!(picked, expected, "stride {stride}, skip {skip}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sample_takes_everything_within_its_budget() {
+        assert_eq!(RowSample::within(400, 400.0, 7), RowSample::ALL);
+        assert_eq!(RowSample::within(0, 0.0, 7), RowSample::ALL);
+        let s = RowSample::within(1000, 100.0, 7);
+        assert_eq!(s.stride, 10);
+        assert!(s.skip < 10);
+        assert_eq!(RowSample::within(1001, 100.0, 7).stride, 11);
+        assert_eq!(RowSample::ALL.picked(17), 17);
+        for skip in 0..10 {
+            let s = RowSample { stride: 10, skip };
+            assert_eq!(s.picked(1000), (skip..1000).step_by(10).count());
+            assert_eq!(s.picked(3), usize::from(skip < 3));
+        }
+    }
+
+    /// Sampled rows land in the feature histograms exactly as if only they had been sent, while
+    /// row, score and anomaly counts take every row.
+    #[test]
+    fn feature_histograms_take_exactly_the_sampled_rows() {
+        let (card, rows) = card_and_rows();
+        let at = now_secs();
+        let requests: Vec<&[Vec<f64>]> = rows.chunks(7).collect();
+        let total: usize = rows.len();
+        let sample = RowSample::within(total, 10.0, 12_345);
+        assert!(sample.stride > 1);
+
+        let sampled = Monitor::new(Arc::clone(&card), None);
+        sampled.apply_sampled(requests.iter().map(|r| scored(at, r)), sample);
+        let minute = at / 60;
+        let got = sampled.buckets(minute, minute).pop().expect("a bucket");
+
+        let picked: Vec<Vec<f64>> = rows
+            .iter()
+            .skip(sample.skip)
+            .step_by(sample.stride)
+            .cloned()
+            .collect();
+        let only_picked = Monitor::new(Arc::clone(&card), None);
+        only_picked.apply(std::iter::once(scored(at, &picked)));
+        let want = only_picked.buckets(minute, minute).pop().expect("a bucket");
+
+        assert_eq!(got.rows, total as u64);
+        for (j, (g, w)) in got.features.iter().zip(&want.features).enumerate() {
+            assert_eq!(g.fine, w.fine, "feature {j}");
+            assert_eq!(g.deciles, w.deciles, "feature {j}");
+            assert_eq!(g.fine.iter().sum::<u64>(), picked.len() as u64);
+            assert!((g.sum - w.sum).abs() <= 1e-9 * w.sum.abs().max(1.0));
+        }
+        assert_eq!(got.scores.iter().sum::<u64>(), total as u64);
     }
 }

@@ -270,6 +270,7 @@ pub fn summarize(
         },
         "data": {
             "rows": merged.rows,
+            "rows_in_feature_histograms": merged.features.first().map_or(0, |f| f.fine.iter().sum::<u64>()),
             "rejected_requests": merged.rejected_requests,
             "features": features,
             "drift": {
