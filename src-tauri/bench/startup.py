@@ -122,6 +122,7 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
     paints, app_rss, total_rss, total_pss, phases, direct = [], [], [], [], [], []
+    pss_by_process: dict[str, list[float]] = {}
     try:
         for _ in range(rounds):
             direct.append(direct_first_paint(binaries["console"], f":{n}"))
@@ -146,6 +147,9 @@ def main() -> None:
                     app_rss.append(rss_kib(pid) / 1024)
                     total_rss.append(sum(rss_kib(p) for p in procs) / 1024)
                     total_pss.append(sum(pss_kib(p) for p in procs) / 1024)
+                    for p in procs:
+                        name = "app" if p == pid else Path(f"/proc/{p}/comm").read_text().strip()
+                        pss_by_process.setdefault(name, []).append(pss_kib(p) / 1024)
                 finally:
                     c.close()
     finally:
@@ -158,6 +162,8 @@ def main() -> None:
     print(f"  idle RSS app  median {statistics.median(app_rss):.0f} MiB   max {max(app_rss):.0f} MiB")
     print(f"  idle RSS all  median {statistics.median(total_rss):.0f} MiB   max {max(total_rss):.0f} MiB (with WebKit's processes; shared libraries counted in each)")
     print(f"  idle PSS all  median {statistics.median(total_pss):.0f} MiB   max {max(total_pss):.0f} MiB (the same processes, shared pages counted once)")
+    for name, values in sorted(pss_by_process.items()):
+        print(f"    PSS {name:<20} median {statistics.median(values):.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -298,12 +298,16 @@ fn binary(var: &str, name: &str) -> PathBuf {
     target.join("release").join(name)
 }
 
+/// A free loopback port below Linux's ephemeral range (32768 and up). A port from that range can be
+/// taken, while the service starts, by this test's own readiness probe: a connect whose source
+/// port happens to equal its destination connects the socket to itself.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new();
+    (0u64..)
+        .map(|i| 20_000 + (seed.hash_one(i) % 12_000) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port")
 }
 
 struct Service(Child);
@@ -334,7 +338,8 @@ fn the_dashboard_draws_every_layer_from_a_live_service() {
     let port = free_port();
     let model =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../inference-image/model/wbc-autoencoder");
-    let _svc = Service(
+    let log = state.path().join("service.log");
+    let mut svc = Service(
         Command::new(&inference)
             .arg("serve")
             .arg("--model-dir")
@@ -343,12 +348,18 @@ fn the_dashboard_draws_every_layer_from_a_live_service() {
             .arg("--state-dir")
             .arg(state.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = svc.0.try_wait() {
+            panic!(
+                "the service exited ({status}) during start-up: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         assert!(Instant::now() < deadline, "the service did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -367,8 +378,9 @@ fn the_dashboard_draws_every_layer_from_a_live_service() {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\nthe service's log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
 
     let data = tempfile::tempdir().unwrap();
