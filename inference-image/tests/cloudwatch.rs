@@ -16,7 +16,7 @@ use aws_sdk_cloudwatch::config::Credentials;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StandardUnit};
 use aws_sdk_cloudwatch::Client;
-use common::{holdout, serve_args, Server};
+use common::{free_port, holdout, serve_args, Server};
 use inference::card::ModelCard;
 use inference::monitor::cloudwatch::{self, Backoff, CloudWatchArgs, Publisher};
 use inference::monitor::system::SystemSample;
@@ -63,14 +63,6 @@ fn moto_executable() -> PathBuf {
              venv) and `source scripts/env.sh` (puts the venv on PATH) before cargo test"
             )
         })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Moto {

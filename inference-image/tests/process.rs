@@ -9,17 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{model_dir, ort_library};
+use common::{free_port, model_dir, ort_library};
 
 const BIN: &str = env!("CARGO_BIN_EXE_inference");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn_service(port: u16, extra_env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(BIN);

@@ -298,16 +298,16 @@ fn binary(var: &str, name: &str) -> PathBuf {
     target.join("release").join(name)
 }
 
-/// A free loopback port below Linux's ephemeral range (32768 and up). A port from that range can be
-/// taken, while the service starts, by this test's own readiness probe: a connect whose source
-/// port happens to equal its destination connects the socket to itself.
+/// A free loopback port below Linux's ephemeral range (32768 and up), so no outgoing connection on
+/// this machine can take it as its source port between this check and the server's bind, and a
+/// readiness probe cannot connect to itself on it.
 fn free_port() -> u16 {
     use std::hash::{BuildHasher, RandomState};
     let seed = RandomState::new();
     (0u64..)
         .map(|i| 20_000 + (seed.hash_one(i) % 12_000) as u16)
         .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
-        .expect("a free port")
+        .expect("a free loopback port")
 }
 
 struct Service(Child);

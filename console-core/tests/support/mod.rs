@@ -36,12 +36,16 @@ use std::time::{Duration, Instant};
 /// Env var that turns "Docker is unavailable" from a skip into a failure (CI sets it to 1).
 pub const REQUIRE_DOCKER_ENV: &str = "MLOPS_REQUIRE_DOCKER";
 
-/// A port that was free a moment ago: binds 127.0.0.1:0 and returns what the kernel picked.
+/// A free loopback port below Linux's ephemeral range (32768 and up), so no outgoing connection on
+/// this machine can take it as its source port between this check and the server's bind, and a
+/// readiness probe cannot connect to itself on it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new();
+    (0u64..)
+        .map(|i| 20_000 + (seed.hash_one(i) % 12_000) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free loopback port")
 }
 
 /// `Ok` when a Docker engine answers `docker version`; otherwise the reason. Checked once per process.

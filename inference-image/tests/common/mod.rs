@@ -10,6 +10,18 @@ use std::time::Duration;
 use inference::config::{LogFormat, RuntimeArgs, ServeArgs};
 use inference::http::AppState;
 
+/// A free loopback port below Linux's ephemeral range (32768 and up), so no outgoing connection on
+/// this machine can take it as its source port between this check and the server's bind, and a
+/// readiness probe cannot connect to itself on it.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new();
+    (0u64..)
+        .map(|i| 20_000 + (seed.hash_one(i) % 12_000) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free loopback port")
+}
+
 pub fn model_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
