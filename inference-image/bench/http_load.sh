@@ -63,29 +63,9 @@ cp "$CARGO_TARGET_DIR/release/inference" "$SERVICE_BIN"
 cp "$CARGO_TARGET_DIR/release/examples/http_floor" "$FLOOR_BIN"
 
 # ---------------------------------------------------------------- request bodies + wrk script
-"$PY" - "$MODEL_DIR" "$TMP" <<'EOF'
-import csv, json, sys
-from pathlib import Path
-model_dir, tmp = Path(sys.argv[1]), Path(sys.argv[2])
-features = [f["name"] for f in json.loads((model_dir / "model_card.json").read_text())["features"]]
-with open(model_dir / "holdout.csv", newline="") as f:
-    rows = [[r[name] for name in features] for r in csv.DictReader(f)]
-for n in (1, 64):
-    # The numbers exactly as the CSV spells them.
-    body = '{"rows":[' + ",".join("[" + ",".join(r) + "]" for r in rows[:n]) + "]}"
-    (tmp / f"body-{n}.json").write_text(body)
-EOF
-cat >"$TMP/post.lua" <<'EOF'
-local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-EOF
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=wrk_common.sh
+source "$HERE/wrk_common.sh"
+write_request_bodies
 
 rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 mib() { awk -v kb="$1" 'BEGIN { printf "%.1f MiB", kb / 1024 }'; }
