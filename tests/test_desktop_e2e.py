@@ -1,22 +1,30 @@
 """The desktop app end to end: the real release binary under Xvfb, driven through tauri-driver and
 WebKitWebDriver, on a private D-Bus session with gnome-keyring as the OS keychain.
 
-One journey, as a newcomer would take it: store a credential, pick "this computer" in the wizard,
-deploy v1 to the sandbox (this machine's Docker engine), verify it, watch the dashboard with the
-drift scenario until drift is flagged, deploy v2 from the Deployments page, roll back to v1 with one
-confirmation, and check over HTTP that v1 is what serves. A screenshot of every step is kept in
-test-artifacts/desktop/. Afterwards the data directory (settings, SQLite history, compose files) and
-everything the app and the drivers printed are searched for the credential's value: it may only be in
-the keychain.
+Two journeys, as a user would take them, each with a screenshot of every step kept under
+test-artifacts/:
+
+- this computer (desktop/): store a credential, pick "this computer" in the wizard, deploy v1 to the
+  sandbox (this machine's Docker engine), verify it, watch the dashboard with the drift scenario until
+  drift is flagged, deploy v2 from the Deployments page, roll back to v1 with one confirmation, see a
+  never-ready version refused, and check over HTTP that v1 is what serves;
+- an SSH host you already have (desktop-ssh/): a private sshd on loopback whose sessions use this
+  machine's Docker engine, and Debian's docker-registry with htpasswd standing in for GHCR. Store the
+  host's key and the registry token, enter the host (a wrong fingerprint is refused first), deploy v1
+  over SSH (login, pull, switch), verify, watch the dashboard through the SSH tunnel, deploy v2, roll
+  back to v1.
+
+Afterwards the data directory (settings, SQLite history, compose files) and everything the app and the
+drivers printed are searched for every credential's value: they may only be in the keychain.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -24,8 +32,12 @@ from pathlib import Path
 
 import pytest
 
+from support import net, project
+from support.desktop import Console, Page, Xvfb, free_port_pair
+from support.standins import Registry, Sshd, compose_down
+
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts" / "desktop"
+ARTIFACTS = ROOT / "test-artifacts"
 REQUIRED = os.environ.get("MLOPS_REQUIRE_DOCKER") == "1"
 
 
@@ -38,42 +50,6 @@ def need(ok: bool, why: str) -> None:
 
 def target_dir() -> Path:
     return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-
-
-def free_port_pair() -> int:
-    """A port p with p+1 free too (the sandbox tries a new version on p+1 before switching)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if p >= 65535:
-            continue
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", p + 1))
-            return p
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"port {port} did not open within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -101,82 +77,9 @@ def sandbox_images(binaries) -> None:
 
 @pytest.fixture()
 def display():
-    n = next(i for i in range(90, 200) if not Path(f"/tmp/.X11-unix/X{i}").exists() and not Path(f"/tmp/.X{i}-lock").exists())
-    x = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{n}").exists():
-        assert x.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
-        time.sleep(0.05)
-    yield f":{n}"
-    x.terminate()
-    x.wait(timeout=10)
-
-
-class Console:
-    """tauri-driver inside a private D-Bus session with an unlocked throw-away keyring."""
-
-    def __init__(self, tmp: Path, display: str, binaries: dict[str, Path]):
-        self.tmp = tmp
-        self.home = tmp / "home"
-        self.data = tmp / "data"
-        self.home.mkdir()
-        self.port = free_port_pair()
-        self.project = f"mlops-e2e-{os.getpid()}-{self.port}"
-        self.driver_port = free_port()
-        native = free_port()
-        self.log_path = tmp / "driver.log"
-        env = dict(
-            os.environ,
-            HOME=str(self.home),
-            XDG_DATA_HOME=str(self.home / ".local/share"),
-            XDG_CONFIG_HOME=str(self.home / ".config"),
-            XDG_CACHE_HOME=str(self.home / ".cache"),
-            XDG_RUNTIME_DIR=str(tmp),
-            DISPLAY=display,
-            MLOPS_CONSOLE_DATA_DIR=str(self.data),
-            MLOPS_SANDBOX_PORT=str(self.port),
-            MLOPS_SANDBOX_PROJECT=self.project,
-            MLOPS_REPLAY_BIN=str(binaries["replay"]),
-            # docker still needs to find the engine with a fresh HOME
-            DOCKER_CONFIG=str(self.home / ".docker"),
-        )
-        env.pop("DBUS_SESSION_BUS_ADDRESS", None)
-        keyring_password = secrets.token_hex(8)
-        script = (
-            "printf '%s' \"$KEYRING_PASSWORD\" | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1; "
-            "unset KEYRING_PASSWORD; "
-            f"exec tauri-driver --port {self.driver_port} --native-port {native}"
-        )
-        env["KEYRING_PASSWORD"] = keyring_password
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(["dbus-run-session", "--", "sh", "-c", script], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_port(self.driver_port, 20, self.proc)
-
-        from selenium import webdriver
-        from selenium.webdriver.common.options import ArgOptions
-
-        opts = ArgOptions()
-        opts.set_capability("browserName", "wry")
-        opts.set_capability("tauri:options", {"application": str(binaries["console"])})
-        self.t0 = time.monotonic()
-        self.driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{self.driver_port}", options=opts)
-
-    def close(self) -> None:
-        try:
-            self.driver.quit()
-        except Exception:
-            pass
-        try:
-            os.killpg(self.proc.pid, 15)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=20)
-        self.log.close()
-        compose_dir = self.data / "sandbox"
-        subprocess.run(["docker-compose", "-p", self.project, "down", "-v", "--remove-orphans"],
-                       cwd=compose_dir if compose_dir.is_dir() else None, capture_output=True, timeout=120)
+    x = Xvfb()
+    yield x.display
+    x.close()
 
 
 @pytest.fixture()
@@ -186,109 +89,71 @@ def console(tmp_path, display, binaries, sandbox_images):
     c.close()
 
 
+def verify_and_open_dashboard(page: Page, tag: str) -> None:
+    """The end of the wizard after a deploy of `tag`: the header says it serves, 6 verify shows it
+    ready with its model card, and the last step opens the dashboard."""
+    page.wait_text("#serving", f"serving {tag}", what=f"header shows {tag} serving")
+    page.shot(f"deploy-{tag}")
+    page.click("#wiz-next")
+    page.wait_text("#verify-body", "Ready", 60, "verification")
+    body = page.text("#verify-body")
+    assert tag in body and "wbc-autoencoder" in body, body
+    page.shot("verify")
+    page.click("#wiz-next")
+    page.visible("#view-dashboard", what="dashboard")
+
+
 def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     d = console.driver
-    # The page re-renders tables and charts on every refresh: an element found a moment ago may be
-    # gone by the time it is read. Waits retry on that; one-off reads go through `row_text`.
-    transient = (NoSuchElementException, StaleElementReferenceException)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shots: list[str] = []
-
-    def wait(cond, timeout=30.0, what=""):
-        try:
-            return WebDriverWait(d, timeout, poll_frequency=0.2, ignored_exceptions=transient).until(cond)
-        except Exception as e:
-            shot("failure")
-            raise AssertionError(f"waiting for {what}: {e!r}\npage errors: {text('#toast')}") from e
-
-    def text(sel: str) -> str:
-        try:
-            return d.find_element(By.CSS_SELECTOR, sel).text
-        except Exception:
-            return ""
-
-    def rows_text(sel: str) -> list[str]:
-        """Texts of the rows matching `sel`, read in one script call so no row goes stale midway."""
-        return d.execute_script("return [...document.querySelectorAll(arguments[0])].map(r => r.innerText)", sel)
-
-    def shot(name: str) -> None:
-        # Two animation frames: the DOM state waited for is painted before the capture.
-        d.execute_async_script("const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()))")
-        path = ARTIFACTS / f"{len(shots) + 1:02d}-{name}.png"
-        d.get_screenshot_as_file(str(path))
-        shots.append(path.name)
-
-    def click(sel: str) -> None:
-        wait(EC.element_to_be_clickable((By.CSS_SELECTOR, sel)), what=f"{sel} clickable").click()
-
-    def has_text(sel: str, needle: str):
-        return lambda drv: needle in text(sel)
-
-    def choose(select_id: str, value: str) -> None:
-        """Waits until the select offers `value` (versions load from Docker), then picks it."""
-        opts = f"#{select_id} option"
-        wait(lambda drv: value in [o.get_attribute("value") for o in drv.find_elements(By.CSS_SELECTOR, opts)], 30, f"{value} offered in #{select_id}")
-        Select(d.find_element(By.ID, select_id)).select_by_value(value)
+    page = Page(d, ARTIFACTS / "desktop")
+    wait, text, shot, click = page.wait, page.text, page.shot, page.click
 
     # --- the app opens on the wizard
-    wait(lambda drv: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", 60, "the page to boot")
+    page.booted()
     first_paint = time.monotonic() - console.t0
-    assert "current" in d.find_element(By.CSS_SELECTOR, '#stepper li[data-step="0"]').get_attribute("class")
+    assert "current" in page.find('#stepper li[data-step="0"]').get_attribute("class")
 
     # --- 1 credentials: a GitHub token goes to the keychain; the page lists it, never the value
     token = "ghp_" + secrets.token_hex(18)
-    Select(d.find_element(By.ID, "cred-kind")).select_by_value("github-token")
-    d.find_element(By.ID, "cred-value").send_keys(token)
-    click('#cred-form button[type="submit"]')
-    wait(has_text("#cred-table", "GitHub token"), what="the stored credential listed")
+    page.save_credential("github-token", token)
+    page.wait_text("#cred-table", "GitHub token", what="the stored credential listed")
     assert token not in d.page_source
     shot("credentials")
     click("#wiz-next")
 
     # --- 2 platform: the advisor points a newcomer at this computer
-    wait(EC.visibility_of_element_located((By.ID, "advisor")), what="platform step")
+    page.visible("#advisor", what="platform step")
     click('input[name="need"][value="try"]')
-    wait(has_text("#platform-note", "Ready"), what="sandbox readiness")
-    assert d.find_element(By.CSS_SELECTOR, '.choice[data-platform="sandbox"]').get_attribute("aria-checked") == "true"
+    page.wait_text("#platform-note", "Ready", what="sandbox readiness")
+    assert page.find('.choice[data-platform="sandbox"]').get_attribute("aria-checked") == "true"
     shot("platform")
     click("#wiz-next")
 
     # --- 3 provision and 4 GitHub do not apply to the sandbox and say why
-    wait(has_text("#provision-body", "Nothing to provision"), what="provision note")
+    page.wait_text("#provision-body", "Nothing to provision", what="provision note")
     click("#wiz-next")
-    wait(has_text("#github-body", "not needed"), what="GitHub note")
+    page.wait_text("#github-body", "not needed", what="GitHub note")
     click("#wiz-next")
 
     # --- 5 deploy v1 with live progress
-    choose("wizard-tag", "v1")
+    assert not page.find("#wizard-custom").is_displayed(), "the sandbox deploys only images built here"
+    page.choose("wizard-tag", "v1")
     click('#wizard-deploy button[type="submit"]')
-    wait(EC.visibility_of_element_located((By.CSS_SELECTOR, "#wizard-progress .steps li")), 60, "live step progress")
-    wait(EC.presence_of_element_located((By.CSS_SELECTOR, "#wizard-progress .outcome")), 240, "the deploy to finish")
+    page.visible("#wizard-progress .steps li", 60, "live step progress")
+    page.present("#wizard-progress .outcome", 240, "the deploy to finish")
     outcome = text("#wizard-progress .outcome")
     assert outcome.startswith("Deployed"), f"{outcome}\n{text('#wizard-progress .log')}"
     assert "docker-compose" in text("#wizard-progress .log")
-    wait(has_text("#serving", "serving v1"), what="header shows v1 serving")
-    shot("deploy-v1")
-    click("#wiz-next")
-
-    # --- 6 verify: ready, and the model card of what serves
-    wait(has_text("#verify-body", "Ready"), 30, "verification")
-    assert "v1" in text("#verify-body") and "wbc-autoencoder" in text("#verify-body")
-    shot("verify")
-    click("#wiz-next")
+    verify_and_open_dashboard(page, "v1")
 
     # --- dashboard: traffic with the drift scenario until drift is flagged
-    wait(EC.visibility_of_element_located((By.ID, "view-dashboard")), what="dashboard")
     wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "figure.chart img")) >= 14, 30, "every chart drawn")
     click("#drift-switch")
     click("#traffic-toggle")
-    wait(has_text("#traffic-state", "drift"), what="replay running with drift")
-    wait(has_text("#drift-verdict", "Drift"), 120, "input drift flagged")
+    page.wait_text("#traffic-state", "drift", what="replay running with drift")
+    page.wait_text("#drift-verdict", "Drift", 120, "input drift flagged")
     wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#alerts li.critical"), 30, "a critical alert badge")
     drifted = d.execute_script(
         "return [...document.querySelectorAll('#drift-table tbody tr')]"
@@ -296,33 +161,34 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     assert len(drifted) >= 3, drifted
     shot("dashboard-drift")
     click('[data-range="86400"]')
-    wait(lambda drv: drv.find_element(By.CSS_SELECTOR, '[data-range="86400"]').get_attribute("aria-pressed") == "true", what="24 h range")
+    wait(lambda drv: page.find('[data-range="86400"]').get_attribute("aria-pressed") == "true", what="24 h range")
     wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "figure.chart img")) >= 14, 30, "24 h charts")
     shot("dashboard-24h")
     click("#traffic-toggle")
-    wait(has_text("#traffic-state", "no traffic"), what="replay stopped")
+    page.wait_text("#traffic-state", "no traffic", what="replay stopped")
 
     # --- deployments: v2, then one-click rollback to v1
     click("#tab-deployments")
-    choose("deploy-tag", "v2")
+    page.choose("deploy-tag", "v2")
     click('#deploy-form button[type="submit"]')
-    wait(has_text("#serving", "serving v2"), 240, "v2 serving")
+    page.wait_text("#serving", "serving v2", 240, "v2 serving")
     shot("deploy-v2")
     click('button[data-rollback]')
-    wait(EC.visibility_of_element_located((By.ID, "confirm")), what="the confirmation")
+    page.visible("#confirm", what="the confirmation")
     assert "Roll back to v1" in text("#confirm")
     shot("rollback-confirm")
     click("#confirm-ok")
-    wait(has_text("#serving", "serving v1"), 240, "v1 serving again")
-    wait(has_text("#history tbody", "rollback of"), 30, "the rollback in the history")
+    page.wait_text("#serving", "serving v1", 240, "v1 serving again")
+    page.wait_text("#history tbody", "rollback of", 30, "the rollback in the history")
     shot("rolled-back")
 
     # --- a version that never becomes ready is refused beside the live one, which keeps serving
-    choose("deploy-tag", "broken")
+    page.choose("deploy-tag", "broken")
     click('#deploy-form button[type="submit"]')
-    wait(EC.presence_of_element_located((By.CSS_SELECTOR, "#deploy-progress .outcome.bad")), 120, "the broken deploy to fail")
+    page.present("#deploy-progress .outcome.bad", 120, "the broken deploy to fail")
+
     def first_row() -> str:
-        rows = rows_text("#history tbody tr")
+        rows = page.rows_text("#history tbody tr")
         return rows[0] if rows else ""
 
     wait(lambda drv: "broken" in first_row() and "failed" in first_row(), 30, "the failure in the history")
@@ -341,8 +207,139 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
 
     # --- the credential is in the keychain and nowhere else
     d.quit()
-    console.log.flush()
-    places = [p for p in console.data.rglob("*") if p.is_file()] + [console.log_path]
-    for p in places:
+    for p in console.files():
         assert token.encode() not in p.read_bytes(), f"the token leaked into {p}"
-    print(f"first paint {first_paint:.2f} s; screenshots: {', '.join(shots)}")
+    print(f"first paint {first_paint:.2f} s; screenshots: {', '.join(page.shots)}")
+
+
+REMOTE_REPO = "acme/inference"
+
+
+@pytest.fixture()
+def ssh_host(tmp_path, binaries, sandbox_images):
+    """An SSH host on loopback (sshd + this machine's Docker engine) and a registry holding v1 and v2."""
+    for tool in ["/usr/sbin/sshd", "/usr/bin/docker-registry", "htpasswd", "docker-compose"]:
+        need(shutil.which(tool) is not None, f"{tool} is not installed (scripts/setup.sh installs it)")
+    sshd, registry = Sshd(), Registry()
+    pulled: list[str] = []
+    try:
+        for tag in ["v1", "v2"]:
+            pulled.append(registry.push(f"mlops-sandbox/inference:{tag}", REMOTE_REPO, tag))
+        # The compose directory's name is the compose project (what docker-compose picks there).
+        compose_dir = tmp_path / "host" / f"mlops-e2e-ssh-{os.getpid()}-{sshd.port}"
+        compose_dir.parent.mkdir()
+        yield {"sshd": sshd, "registry": registry, "compose_dir": compose_dir, "service_port": free_port_pair()}
+    finally:
+        project_name = compose_dir.name if "compose_dir" in locals() else None
+        if project_name:
+            env = {"DOCKER_CONFIG": str(sshd.docker_config)}
+            compose_down(project_name, compose_dir, env)
+            compose_down(f"{project_name}-candidate", compose_dir, env)
+        subprocess.run(["docker", "rmi", *pulled], capture_output=True, timeout=120)
+        sshd.close()
+        registry.close()
+
+
+def holdout_rows(n: int) -> list[list[float]]:
+    with open(project.MODEL_DIR / "holdout.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    label_at = rows[0].index("label")
+    return [[float(v) for j, v in enumerate(r) if j != label_at] for r in rows[1:n + 1]]
+
+
+def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Console):
+    from selenium.webdriver.common.by import By
+
+    sshd: Sshd = ssh_host["sshd"]
+    registry: Registry = ssh_host["registry"]
+    compose_dir: Path = ssh_host["compose_dir"]
+    service_port: int = ssh_host["service_port"]
+    d = console.driver
+    page = Page(d, ARTIFACTS / "desktop-ssh")
+    wait, text, shot, click = page.wait, page.text, page.shot, page.click
+    page.booted()
+
+    # --- 1 credentials: the host's key (filed under the host) and the registry token. WebKitWebDriver
+    # types the key without its line breaks; the console puts them back before the keychain stores it,
+    # as it does for a key pasted from a form or chat that lost them.
+    page.save_credential("ssh-key", sshd.private_key, host="127.0.0.1")
+    page.save_credential("ghcr-token", registry.password)
+    page.wait_text("#cred-table", "ssh-key/127.0.0.1", what="the SSH key listed")
+    listed = text("#cred-table")
+    assert "GHCR token" in listed, listed
+    source = d.page_source
+    assert registry.password not in source and "PRIVATE KEY" not in source
+    shot("credentials")
+    click("#wiz-next")
+
+    # --- 2 platform: an SSH host already there; a wrong fingerprint is refused with the fix
+    click('.choice[data-platform="ssh"]')
+    page.visible("#remote-form", what="the host form")
+    for name, value in [("host", "127.0.0.1"), ("port", str(sshd.port)), ("user", sshd.user),
+                        ("fingerprint", "SHA256:not-a-fingerprint"), ("compose_dir", str(compose_dir)),
+                        ("service_port", str(service_port)), ("image", f"{registry.addr}/{REMOTE_REPO}"),
+                        ("registry_user", registry.user)]:
+        page.fill(f'#remote-form [name="{name}"]', value)
+    click("#wiz-next")
+    page.wait_text("#wiz-error", "ssh-keygen -lf", what="the fingerprint refused")
+    shot("platform-bad-fingerprint")
+    page.fill('#remote-form [name="fingerprint"]', sshd.fingerprint)
+    click("#wiz-next")
+
+    # --- 3 provision does not apply to a host you brought; 4 GitHub is optional
+    page.wait_text("#provision-body", "you brought the host", what="provision note")
+    click("#wiz-next")
+    page.visible("#gh-form", what="GitHub step")
+    shot("github-optional")
+    click("#wiz-next")
+
+    # --- 5 deploy v1 over SSH: a tag typed in, live progress, login + pull on the host
+    page.visible("#wizard-custom", what="the tag field for a remote host")
+    page.fill("#wizard-custom", "v1")
+    click('#wizard-deploy button[type="submit"]')
+    page.visible("#wizard-progress .steps li", 60, "live step progress")
+    page.present("#wizard-progress .outcome", 300, "the deploy to finish")
+    outcome, log = text("#wizard-progress .outcome"), text("#wizard-progress .log")
+    assert outcome.startswith("Deployed"), f"{outcome}\n{log}\n--- sshd\n{sshd.log()}"
+    assert "login" in log and "pull" in log, log
+    verify_and_open_dashboard(page, "v1")  # through the SSH tunnel
+
+    # --- dashboard through the tunnel: traffic sent to the host shows up
+    assert not page.find("#traffic").is_displayed(), "the replay switch is for the sandbox only"
+    rows = holdout_rows(40)
+    for i in range(0, 40, 8):
+        net.http_post_json(f"http://127.0.0.1:{service_port}/v1/predict", {"rows": rows[i:i + 8]})
+    wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "figure.chart img")) >= 10, 60, "charts drawn")
+    wait(lambda drv: "40 rows" in " ".join(page.rows_text("figure.chart figcaption")), 60,
+         "the 40 scored rows in the charts")
+    shot("dashboard")
+
+    # --- deployments: v2 by tag, then one-click rollback to v1
+    click("#tab-deployments")
+    page.fill("#deploy-custom", "v2")
+    click('#deploy-form button[type="submit"]')
+    page.wait_text("#serving", "serving v2", 300, "v2 serving")
+    shot("deploy-v2")
+    page.fill("#deploy-custom", "")
+    click('button[data-rollback]')
+    page.visible("#confirm", what="the confirmation")
+    assert "Roll back to v1" in text("#confirm")
+    click("#confirm-ok")
+    page.wait_text("#serving", "serving v1", 240, "v1 serving again")
+    page.wait_text("#history tbody", "rollback of", 30, "the rollback in the history")
+    shot("rolled-back")
+
+    model = net.http_get_json(f"http://127.0.0.1:{service_port}/v1/model")
+    assert model["image_tag"] == "v1", model
+    assert sorted(registry.tags(REMOTE_REPO)) == ["v1", "v2"]
+
+    # --- the key and the token are in the keychain and nowhere the app or the host's compose
+    # directory keeps files (docker login on the host keeps its own copy, as on any host)
+    d.quit()
+    places = console.files() + [p for p in compose_dir.rglob("*") if p.is_file()]
+    for p in places:
+        data = p.read_bytes()
+        assert registry.password.encode() not in data, f"the registry token leaked into {p}"
+        assert sshd.private_key.strip().encode() not in data, f"the SSH key leaked into {p}"
+        assert b"PRIVATE KEY" not in data, f"a private key is in {p}"
+    print(f"screenshots: {', '.join(page.shots)}")

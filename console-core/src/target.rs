@@ -99,6 +99,30 @@ impl Target {
     }
 }
 
+/// The compose project for a compose directory: its last path component, lower-cased and kept to
+/// the characters compose allows (`[a-z0-9_-]`, starting with a letter or digit), which for ordinary
+/// directory names is the name `docker-compose` itself picks there. So the GitHub workflow (which runs compose in that directory
+/// without a project name) and the console agree even before the console has written `.env`, and two
+/// services in different directories of one host stay apart. `/opt/inference` gives `inference`.
+pub fn compose_project(compose_dir: &str) -> String {
+    let base = compose_dir
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    let name: String = base
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
+    let name = name.trim_start_matches(['_', '-']);
+    if name.is_empty() {
+        "inference".into()
+    } else {
+        name.to_string()
+    }
+}
+
 /// Docker's rule for a tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn validate_tag(tag: &str) -> Result<(), String> {
     let ok = !tag.is_empty()
@@ -122,6 +146,17 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compose_project_is_the_directory_name_compose_would_pick() {
+        assert_eq!(compose_project("/opt/inference"), "inference");
+        assert_eq!(compose_project("/opt/inference/"), "inference");
+        assert_eq!(compose_project("/srv/My.App_2"), "myapp_2");
+        assert_eq!(compose_project("/tmp/x/mlops-e2e-42"), "mlops-e2e-42");
+        assert_eq!(compose_project("/srv/_-svc"), "svc");
+        assert_eq!(compose_project("/"), "inference");
+        assert_eq!(compose_project("/srv/..."), "inference");
+    }
 
     #[test]
     fn tags() {

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
 use crate::secret::Secret;
 
 /// The keychain service name every entry of the console is filed under.
@@ -83,6 +85,51 @@ impl SecretName {
             _ => Ok(()),
         }
     }
+}
+
+/// A pasted PEM private key put back into its lines: surrounding whitespace goes, and a body whose
+/// line breaks were lost or turned into spaces (as some forms, chat tools and terminals do) is
+/// wrapped again, 70 columns for OpenSSH's own format and 64 for PEM, as `ssh-keygen` and OpenSSL
+/// write them. None (keep the value as given) for anything else, including keys with header lines
+/// such as an encrypted PKCS#1 key's `Proc-Type:`. Every copy is wiped when dropped.
+pub fn tidy_pem(pasted: &str) -> Option<Secret> {
+    let v = pasted.trim();
+    let rest = v.strip_prefix("-----BEGIN ")?;
+    let label = &rest[..rest.find("-----")?];
+    if !label.ends_with("PRIVATE KEY") {
+        return None;
+    }
+    let body = rest[label.len() + 5..].strip_suffix(&format!("-----END {label}-----"))?;
+    let mut clean = Zeroizing::new(String::with_capacity(body.len()));
+    for c in body.chars().filter(|c| !c.is_whitespace()) {
+        if !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')) {
+            return None;
+        }
+        clean.push(c);
+    }
+    if clean.is_empty() {
+        return None;
+    }
+    let width = if label == "OPENSSH PRIVATE KEY" {
+        70
+    } else {
+        64
+    };
+    let mut out = Zeroizing::new(String::with_capacity(
+        clean.len() + clean.len() / width + 2 * label.len() + 40,
+    ));
+    out.push_str("-----BEGIN ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    for line in clean.as_bytes().chunks(width) {
+        // ASCII only (checked above), so every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(line).ok()?);
+        out.push('\n');
+    }
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    Some(Secret::new(std::mem::take(&mut *out)))
 }
 
 impl fmt::Display for SecretName {
@@ -178,8 +225,13 @@ impl Vault {
         self.list().map(|_| ())
     }
 
-    /// Stores or replaces `name`.
+    /// Stores or replaces `name`. An SSH key is stored as a tidy PEM (see [`tidy_pem`]).
     pub fn put(&self, name: &SecretName, value: &Secret) -> Result<(), VaultError> {
+        let tidied = match name {
+            SecretName::SshKey(_) => tidy_pem(value.expose()),
+            _ => None,
+        };
+        let value = tidied.as_ref().unwrap_or(value);
         name.validate(value)?;
         self.entry(&name.account())?
             .set_password(value.expose())
@@ -274,6 +326,60 @@ mod tests {
         }
         assert_eq!(SecretName::parse("ssh-key/"), None);
         assert_eq!(SecretName::parse("index"), None);
+    }
+
+    /// A PEM-shaped value made here (random base64-alphabet body, not a key), wrapped at `width`.
+    fn pem_like(label: &str, width: usize) -> String {
+        let body = Secret::random_hex(150).unwrap().expose().to_string() + "+/AB==";
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(width)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    #[test]
+    fn pasted_keys_get_their_lines_back() {
+        let openssh = ["OPENSSH", "PRIVATE", "KEY"].join(" ");
+        let rsa = ["RSA", "PRIVATE", "KEY"].join(" ");
+        for (label, width) in [(openssh.as_str(), 70), (rsa.as_str(), 64)] {
+            let key = pem_like(label, width);
+            let tidy = |v: &str| tidy_pem(v).map(|s| s.expose().to_string());
+            assert_eq!(tidy(&key).as_deref(), Some(key.as_str()), "already tidy");
+            let flat = key.replace('\n', "");
+            assert_eq!(
+                tidy(&flat).as_deref(),
+                Some(key.as_str()),
+                "line breaks lost"
+            );
+            let spaced = key.trim_end().replace('\n', " ");
+            assert_eq!(
+                tidy(&spaced).as_deref(),
+                Some(key.as_str()),
+                "breaks as spaces"
+            );
+            let crlf = format!("  {}\r\n\n", key.trim_end().replace('\n', "\r\n"));
+            assert_eq!(
+                tidy(&crlf).as_deref(),
+                Some(key.as_str()),
+                "CRLF and blanks"
+            );
+            let rewrapped = pem_like(label, 40);
+            let wrapped_ok = tidy(&rewrapped).unwrap();
+            assert!(wrapped_ok.lines().skip(1).all(|l| l.len() <= width));
+        }
+        // Left alone: header lines (an encrypted PKCS#1 key), other armour, stray characters.
+        let encrypted = pem_like(&rsa, 64).replacen('\n', "\nProc-Type: 4,ENCRYPTED\n\n", 1);
+        assert!(tidy_pem(&encrypted).is_none());
+        assert!(tidy_pem(&pem_like("CERTIFICATE", 64)).is_none());
+        assert!(tidy_pem(&pem_like(&openssh, 70).replace("+/AB", "+/A*")).is_none());
+        assert!(tidy_pem("ssh-ed25519 AAAA").is_none());
+        let empty = format!("-----BEGIN {openssh}----- -----END {openssh}-----");
+        assert!(tidy_pem(&empty).is_none());
     }
 
     #[test]

@@ -208,6 +208,7 @@ impl AppState {
                     r.image.clone(),
                     r.service_port,
                 );
+                t.project = console_core::target::compose_project(&r.compose_dir);
                 if r.image.contains('/') && !r.registry_user.is_empty() {
                     let token = self.vault.get(&SecretName::GhcrToken)?.ok_or_else(|| {
                         AppError::new(

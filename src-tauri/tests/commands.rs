@@ -18,7 +18,7 @@ use tauri::{App, WebviewWindow, WebviewWindowBuilder};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Console {
-    _app: App<MockRuntime>,
+    app: App<MockRuntime>,
     window: WebviewWindow<MockRuntime>,
 }
 
@@ -39,7 +39,7 @@ fn console(data: &Path, env: &[(&str, &str)]) -> Console {
     let window = WebviewWindowBuilder::new(&app, "main", Default::default())
         .build()
         .expect("main window");
-    Console { _app: app, window }
+    Console { app, window }
 }
 
 impl Console {
@@ -271,6 +271,83 @@ fn without_docker_the_sandbox_says_so() {
         e["message"].as_str().unwrap().contains("Start Docker"),
         "{e}"
     );
+}
+
+/// The dashboard's CloudWatch reader is made once and kept between refreshes, so the AWS
+/// credentials are resolved once (an SSO session or a credential process is not asked again every
+/// few seconds); new AWS settings make a new one. Counted through a `credential_process` profile
+/// that appends a line to a file each time the SDK runs it; the endpoint is a closed loopback port,
+/// so every read fails after the credentials were resolved and nothing leaves the machine.
+#[test]
+fn the_cloudwatch_reader_is_kept_until_the_aws_settings_change() {
+    use console_core::cloudwatch::host_queries;
+    use mlops_console::state::AppState;
+    use tauri::Manager;
+
+    let _g = lock();
+    let data = tempfile::tempdir().unwrap();
+    let runs = data.path().join("credential-process-runs");
+    let config = data.path().join("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            // The SDK runs credential_process through `sh -c`.
+            "[profile counted]\ncredential_process = echo run >> {} && echo '{{\"Version\": 1, \"AccessKeyId\": \"AKIDCOUNTED\", \"SecretAccessKey\": \"not-a-secret\"}}'\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    let closed = free_port(); // nothing listens there
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let env = [
+        ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("MLOPS_AWS_ENDPOINT", endpoint.as_str()),
+    ];
+    let c = console(data.path(), &env);
+    let info = c.invoke("app_info", json!({})).unwrap();
+    let mut s = info["settings"].clone();
+    s["aws"] = json!({"mode": "profile", "profile": "counted", "region": "eu-west-1"});
+    c.invoke("settings_save", json!({"settings": s.clone()}))
+        .unwrap();
+
+    let state = c.app.state::<AppState>();
+    let count = || {
+        std::fs::read_to_string(&runs)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let refresh = || {
+        tauri::async_runtime::block_on(async {
+            let reader = state.cloudwatch_reader().await.unwrap();
+            let read = reader
+                .last(
+                    &host_queries("i-0123456789abcdef0"),
+                    Duration::from_secs(900),
+                )
+                .await;
+            assert!(read.is_err(), "nothing listens on {endpoint}");
+        })
+    };
+    refresh();
+    assert_eq!(count(), 1, "the first refresh resolves the credentials");
+    refresh();
+    refresh();
+    assert_eq!(
+        count(),
+        1,
+        "later refreshes reuse the reader and its credentials"
+    );
+
+    s["aws"]["region"] = json!("us-east-2");
+    c.invoke("settings_save", json!({"settings": s})).unwrap();
+    refresh();
+    assert_eq!(count(), 2, "another region makes a new reader");
+
+    for (k, _) in env {
+        std::env::remove_var(k);
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -346,12 +346,15 @@ export class Wizard {
   async showDeploy() {
     $("#deploy-hint").textContent = this.app.target === "sandbox"
       ? "Deploys one of the images built on this computer. The new version is tried beside the serving one first, then switched in; if it does not become ready the last healthy version comes back by itself."
-      : "Deploys over SSH: pull on the host, try the new version beside the serving one, switch, gate on /readyz.";
+      : `Deploys over SSH: pull ${this.app.settings.remote?.image ?? "the image"}:<tag> on the host, try the new version beside the serving one, switch, gate on /readyz. Type the tag your workflow pushed (a version deployed before is listed).`;
+    // A remote host has no versions listed until one is deployed: its tags are typed in.
+    $("#wizard-custom-wrap").hidden = this.app.target === "sandbox";
     await this.app.deployments.loadImages($("#wizard-tag"));
   }
 
   async deploy() {
-    const rec = await this.app.deployments.deploy($("#wizard-tag").value, this.progress);
+    const custom = $("#wizard-custom-wrap").hidden ? "" : $("#wizard-custom").value.trim();
+    const rec = await this.app.deployments.deploy(custom || $("#wizard-tag").value, this.progress);
     if (rec && rec.status === "succeeded") this.error("");
   }
 

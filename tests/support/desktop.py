@@ -1,0 +1,236 @@
+"""Driving the real desktop app: Xvfb, tauri-driver + WebKitWebDriver inside a private D-Bus session
+with an unlocked throw-away gnome-keyring, and a small page helper over Selenium."""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from .net import free_port
+
+
+def free_port_pair() -> int:
+    """A port p with p+1 free too (a new version is tried on p+1 before the switch)."""
+    for _ in range(50):
+        p = free_port()
+        if p >= 65535:
+            continue
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"port {port} did not open within {timeout} s")
+
+
+class Xvfb:
+    """A virtual X display on the first free number from :90."""
+
+    def __init__(self) -> None:
+        n = next(i for i in range(90, 200)
+                 if not Path(f"/tmp/.X11-unix/X{i}").exists() and not Path(f"/tmp/.X{i}-lock").exists())
+        self.proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{n}").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("Xvfb did not start")
+            time.sleep(0.05)
+        self.display = f":{n}"
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+class Console:
+    """The app under tauri-driver, in a private D-Bus session with an unlocked throw-away keyring,
+    with its own HOME and data directory under `tmp`. `driver` is the Selenium session."""
+
+    def __init__(self, tmp: Path, display: str, binaries: dict[str, Path]):
+        self.tmp = tmp
+        self.home = tmp / "home"
+        self.data = tmp / "data"
+        self.home.mkdir()
+        self.port = free_port_pair()
+        self.project = f"mlops-e2e-{os.getpid()}-{self.port}"
+        self.driver_port = free_port()
+        native = free_port()
+        self.log_path = tmp / "driver.log"
+        env = dict(
+            os.environ,
+            HOME=str(self.home),
+            XDG_DATA_HOME=str(self.home / ".local/share"),
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+            XDG_CACHE_HOME=str(self.home / ".cache"),
+            XDG_RUNTIME_DIR=str(tmp),
+            DISPLAY=display,
+            MLOPS_CONSOLE_DATA_DIR=str(self.data),
+            MLOPS_SANDBOX_PORT=str(self.port),
+            MLOPS_SANDBOX_PROJECT=self.project,
+            MLOPS_REPLAY_BIN=str(binaries["replay"]),
+            # docker still needs to find the engine with a fresh HOME
+            DOCKER_CONFIG=str(self.home / ".docker"),
+        )
+        env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        script = (
+            "printf '%s' \"$KEYRING_PASSWORD\" | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1; "
+            "unset KEYRING_PASSWORD; "
+            f"exec tauri-driver --port {self.driver_port} --native-port {native}"
+        )
+        env["KEYRING_PASSWORD"] = secrets.token_hex(8)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(["dbus-run-session", "--", "sh", "-c", script], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_port(self.driver_port, 20, self.proc)
+
+        from selenium import webdriver
+        from selenium.webdriver.common.options import ArgOptions
+
+        opts = ArgOptions()
+        opts.set_capability("browserName", "wry")
+        opts.set_capability("tauri:options", {"application": str(binaries["console"])})
+        self.t0 = time.monotonic()
+        self.driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{self.driver_port}", options=opts)
+
+    def close(self) -> None:
+        try:
+            self.driver.quit()
+        except Exception:
+            pass
+        try:
+            os.killpg(self.proc.pid, 15)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=20)
+        self.log.close()
+        compose_dir = self.data / "sandbox"
+        subprocess.run(["docker-compose", "-p", self.project, "down", "-v", "--remove-orphans"],
+                       cwd=compose_dir if compose_dir.is_dir() else None, capture_output=True, timeout=120)
+
+    def files(self) -> list[Path]:
+        """Everything the app wrote to its data directory, and what the app and drivers printed."""
+        self.log.flush()
+        return [p for p in self.data.rglob("*") if p.is_file()] + [self.log_path]
+
+
+class Page:
+    """Waits, reads and clicks on the app's page; a screenshot of each named step goes to `shots_dir`.
+
+    The page re-renders tables and charts on every refresh: an element found a moment ago may be gone
+    by the time it is read. Waits retry on that; one-off reads go through `text` and `rows_text`."""
+
+    def __init__(self, driver, shots_dir: Path):
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+        self.d = driver
+        self.transient = (NoSuchElementException, StaleElementReferenceException)
+        self.shots_dir = shots_dir
+        shots_dir.mkdir(parents=True, exist_ok=True)
+        self.shots: list[str] = []
+
+    def wait(self, cond: Callable, timeout: float = 30.0, what: str = ""):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            return WebDriverWait(self.d, timeout, poll_frequency=0.2, ignored_exceptions=self.transient).until(cond)
+        except Exception as e:
+            self.shot("failure")
+            errors = " | ".join(t for t in self.rows_text("#toast, #wiz-error, .form-error, #dash-error") if t)
+            raise AssertionError(f"waiting for {what}: {e!r}\npage errors: {errors}") from e
+
+    def find(self, sel: str):
+        from selenium.webdriver.common.by import By
+
+        return self.d.find_element(By.CSS_SELECTOR, sel)
+
+    def text(self, sel: str) -> str:
+        try:
+            return self.find(sel).text
+        except Exception:
+            return ""
+
+    def rows_text(self, sel: str) -> list[str]:
+        """Texts of the rows matching `sel`, read in one script call so no row goes stale midway."""
+        return self.d.execute_script("return [...document.querySelectorAll(arguments[0])].map(r => r.innerText)", sel)
+
+    def shot(self, name: str) -> None:
+        # Two animation frames: the DOM state waited for is painted before the capture.
+        self.d.execute_async_script("const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()))")
+        path = self.shots_dir / f"{len(self.shots) + 1:02d}-{name}.png"
+        self.d.get_screenshot_as_file(str(path))
+        self.shots.append(path.name)
+
+    def click(self, sel: str) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+
+        self.wait(EC.element_to_be_clickable((By.CSS_SELECTOR, sel)), what=f"{sel} clickable").click()
+
+    def visible(self, sel: str, timeout: float = 30.0, what: str = ""):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+
+        return self.wait(EC.visibility_of_element_located((By.CSS_SELECTOR, sel)), timeout, what or f"{sel} visible")
+
+    def present(self, sel: str, timeout: float = 30.0, what: str = ""):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+
+        return self.wait(EC.presence_of_element_located((By.CSS_SELECTOR, sel)), timeout, what or f"{sel} present")
+
+    def has_text(self, sel: str, needle: str) -> Callable:
+        return lambda drv: needle in self.text(sel)
+
+    def wait_text(self, sel: str, needle: str, timeout: float = 30.0, what: str = "") -> None:
+        self.wait(self.has_text(sel, needle), timeout, what or f"{needle!r} in {sel}")
+
+    def fill(self, sel: str, value: str) -> None:
+        el = self.find(sel)
+        el.clear()
+        if value:
+            el.send_keys(value)
+
+    def select(self, sel: str, value: str) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.find(sel)).select_by_value(value)
+
+    def choose(self, select_id: str, value: str) -> None:
+        """Waits until the select offers `value` (versions load in the background), then picks it."""
+        from selenium.webdriver.common.by import By
+
+        opts = f"#{select_id} option"
+        self.wait(lambda drv: value in [o.get_attribute("value") for o in drv.find_elements(By.CSS_SELECTOR, opts)],
+                  30, f"{value} offered in #{select_id}")
+        self.select(f"#{select_id}", value)
+
+    def booted(self, timeout: float = 60) -> None:
+        self.wait(lambda drv: self.find("body").get_attribute("data-ready") == "true", timeout, "the page to boot")
+
+    def save_credential(self, kind: str, value: str, host: str | None = None) -> None:
+        """Stores a credential through the Credentials step's form."""
+        self.select("#cred-kind", kind)
+        if host is not None:
+            self.fill("#cred-host", host)
+        self.find("#cred-value").send_keys(value)
+        self.click('#cred-form button[type="submit"]')
+        self.wait(lambda drv: self.find("#cred-value").get_attribute("value") == "", 20, f"{kind} saved")

@@ -1,0 +1,205 @@
+"""Stand-ins for a remote host and its registry, for the desktop app's SSH-host journey.
+
+- `Sshd`: a private OpenSSH server on 127.0.0.1 with a fresh ed25519 host key and one ed25519 client
+  key. Its sessions run on this machine, so their `docker` commands reach this machine's engine, with
+  `DOCKER_CONFIG` pointing into the instance's own directory (a `docker login` on the "host" never
+  touches the user's ~/.docker).
+- `Registry`: Debian's `docker-registry` on 127.0.0.1 with htpasswd auth, standing in for GHCR
+  (Docker treats 127.0.0.0/8 registries as insecure, so plain HTTP works for login, push and pull).
+
+The Rust deploy tests have their own copies in console-core/tests/support/ (sshd.rs, registry.rs);
+these are the few parts a browser-driven test needs. Both stop their server on `close()`.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .net import LOOPBACK, free_port
+
+SSHD = "/usr/sbin/sshd"
+REGISTRY = "/usr/bin/docker-registry"
+
+
+def _run(cmd: list[str], stdin: bytes | None = None, timeout: float = 60) -> str:
+    p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` exited {p.returncode}: {p.stderr.decode(errors='replace')[-2000:]}")
+    return p.stdout.decode()
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_bytes()[-n:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Sshd:
+    def __init__(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        self._tmp = tempfile.TemporaryDirectory(prefix="mlops-e2e-sshd-")
+        self.dir = Path(self._tmp.name)
+        host_key = self.dir / "ssh_host_ed25519_key"
+        self.key_file = self.dir / "id_ed25519"
+        for f, comment in [(host_key, "mlops-e2e-host"), (self.key_file, "mlops-e2e-client")]:
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(f)])
+        (self.dir / "authorized_keys").write_text((self.dir / "id_ed25519.pub").read_text())
+        self.private_key = self.key_file.read_text()
+        # "256 SHA256:... comment (ED25519)": the pinned fingerprint, as the wizard asks for it.
+        self.fingerprint = _run(["ssh-keygen", "-lf", f"{host_key}.pub"]).split()[1]
+        self.user = _run(["id", "-un"]).strip()
+        self.docker_config = self.dir / "docker-config"
+        self.docker_config.mkdir()
+        self.log_file = self.dir / "sshd.log"
+        last = ""
+        for _ in range(3):
+            self.port = free_port()
+            (self.dir / "sshd_config").write_text(
+                f"ListenAddress {LOOPBACK}\nPort {self.port}\nHostKey {host_key}\n"
+                f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+                f"PidFile {self.dir / 'sshd.pid'}\nMaxSessions 50\nMaxStartups 50\n"
+                f"SetEnv DOCKER_CONFIG={self.docker_config}\n")
+            with open(self.log_file, "wb") as log:
+                self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                self._wait_banner()
+                return
+            except RuntimeError as e:
+                self.proc.kill()
+                self.proc.wait()
+                last = f"{e}\n--- sshd log\n{_tail(self.log_file)}"
+                if "Address already in use" not in last:
+                    break
+        raise RuntimeError(f"sshd did not start: {last}")
+
+    def _wait_banner(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection((LOOPBACK, self.port), timeout=1) as s:
+                    if s.recv(64).startswith(b"SSH-2.0"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"no SSH banner on port {self.port} within 10 s")
+
+    def log(self) -> str:
+        return _tail(self.log_file)
+
+    def close(self) -> None:
+        _stop(self.proc)
+        self._tmp.cleanup()
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="mlops-e2e-registry-")
+        self.dir = Path(self._tmp.name)
+        self.user = "mlops-e2e"
+        self.password = secrets.token_hex(16)
+        htpasswd = self.dir / "htpasswd"
+        # -i: the password comes from stdin, never from a command line.
+        _run(["htpasswd", "-iBc", str(htpasswd), self.user], stdin=f"{self.password}\n".encode())
+        (self.dir / "storage").mkdir()
+        self.log_file = self.dir / "registry.log"
+        last = ""
+        for _ in range(3):
+            self.addr = f"{LOOPBACK}:{free_port()}"
+            (self.dir / "config.yml").write_text(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {self.dir / 'storage'}\n"
+                f"http:\n  addr: {self.addr}\n  secret: {secrets.token_hex(16)}\n"
+                f"auth:\n  htpasswd:\n    realm: mlops-e2e\n    path: {htpasswd}\n")
+            with open(self.log_file, "wb") as log:
+                self.proc = subprocess.Popen([REGISTRY, "serve", str(self.dir / "config.yml")],
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            if self._wait_ready():
+                return
+            self.proc.kill()
+            self.proc.wait()
+            last = _tail(self.log_file)
+            if "address already in use" not in last:
+                break
+        raise RuntimeError(f"docker-registry did not start:\n{last}")
+
+    def _request(self, path: str, auth: bool) -> urllib.request.Request:
+        req = urllib.request.Request(f"http://{self.addr}{path}")
+        if auth:
+            token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        return req
+
+    def _get(self, path: str, auth: bool) -> int:
+        req = self._request(path, auth)
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def _wait_ready(self) -> bool:
+        """True once GET /v2/ answers 401 without and 200 with the credentials."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if self._get("/v2/", False) == 401:
+                    return self._get("/v2/", True) == 200
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def push(self, local: str, repo: str, tag: str) -> str:
+        """Pushes local image `local` as `<addr>/<repo>:<tag>` (logging in with a throw-away docker
+        config, the password on stdin), then removes that local tag so a later pull really pulls."""
+        ref = f"{self.addr}/{repo}:{tag}"
+        with tempfile.TemporaryDirectory(prefix="mlops-e2e-docker-") as cfg:
+            _run(["docker", "--config", cfg, "login", self.addr, "-u", self.user, "--password-stdin"],
+                 stdin=self.password.encode())
+            _run(["docker", "tag", local, ref])
+            try:
+                _run(["docker", "--config", cfg, "push", ref], timeout=600)
+            finally:
+                _run(["docker", "rmi", ref])
+        return ref
+
+    def tags(self, repo: str) -> list[str]:
+        with urllib.request.urlopen(self._request(f"/v2/{repo}/tags/list", True), timeout=5) as r:
+            return json.load(r).get("tags") or []
+
+    def close(self) -> None:
+        _stop(self.proc)
+        self._tmp.cleanup()
+
+
+def compose_down(project: str, compose_dir: Path, env: dict[str, str] | None = None) -> None:
+    """Removes a compose project with its volumes, whether or not its directory still exists."""
+    subprocess.run(["docker-compose", "-p", project, "down", "-v", "--remove-orphans"],
+                   cwd=compose_dir if compose_dir.is_dir() else None, capture_output=True, timeout=120,
+                   env=dict(os.environ, **(env or {})))
