@@ -209,7 +209,7 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     d.quit()
     for p in console.files():
         assert token.encode() not in p.read_bytes(), f"the token leaked into {p}"
-    print(f"first paint {first_paint:.2f} s; screenshots: {', '.join(page.shots)}")
+    print(f"first paint {first_paint:.2f} s; screenshots: {', '.join(page.shots)}; not captured: {page.missed or 'none'}")
 
 
 REMOTE_REPO = "acme/inference"
@@ -342,4 +342,4 @@ def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Con
         assert registry.password.encode() not in data, f"the registry token leaked into {p}"
         assert sshd.private_key.strip().encode() not in data, f"the SSH key leaked into {p}"
         assert b"PRIVATE KEY" not in data, f"a private key is in {p}"
-    print(f"screenshots: {', '.join(page.shots)}")
+    print(f"screenshots: {', '.join(page.shots)}; not captured: {page.missed or 'none'}")

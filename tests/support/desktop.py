@@ -13,6 +13,9 @@ from typing import Callable
 from .net import free_port
 
 
+COMMAND_TIMEOUT_S = 90
+
+
 def free_port_pair() -> int:
     """A port p with p+1 free too (a new version is tried on p+1 before the switch)."""
     for _ in range(50):
@@ -104,12 +107,17 @@ class Console:
 
         from selenium import webdriver
         from selenium.webdriver.common.options import ArgOptions
+        from selenium.webdriver.remote.client_config import ClientConfig
 
         opts = ArgOptions()
         opts.set_capability("browserName", "wry")
         opts.set_capability("tauri:options", {"application": str(binaries["console"])})
+        url = f"http://127.0.0.1:{self.driver_port}"
         self.t0 = time.monotonic()
-        self.driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{self.driver_port}", options=opts)
+        # Every driver command gets an answer within COMMAND_TIMEOUT_S or fails: without it a command
+        # the driver never answers (a CI run saw a screenshot do that) hangs the suite.
+        self.driver = webdriver.Remote(command_executor=url, options=opts,
+                                       client_config=ClientConfig(remote_server_addr=url, timeout=COMMAND_TIMEOUT_S))
 
     def close(self) -> None:
         try:
@@ -146,6 +154,7 @@ class Page:
         self.shots_dir = shots_dir
         shots_dir.mkdir(parents=True, exist_ok=True)
         self.shots: list[str] = []
+        self.missed: list[str] = []
 
     def wait(self, cond: Callable, timeout: float = 30.0, what: str = ""):
         from selenium.webdriver.support.ui import WebDriverWait
@@ -154,7 +163,10 @@ class Page:
             return WebDriverWait(self.d, timeout, poll_frequency=0.2, ignored_exceptions=self.transient).until(cond)
         except Exception as e:
             self.shot("failure")
-            errors = " | ".join(t for t in self.rows_text("#toast, #wiz-error, .form-error, #dash-error") if t)
+            try:
+                errors = " | ".join(t for t in self.rows_text("#toast, #wiz-error, .form-error, #dash-error") if t)
+            except Exception as unreadable:
+                errors = f"(the page could not be read: {type(unreadable).__name__})"
             raise AssertionError(f"waiting for {what}: {e!r}\npage errors: {errors}") from e
 
     def find(self, sel: str):
@@ -173,11 +185,16 @@ class Page:
         return self.d.execute_script("return [...document.querySelectorAll(arguments[0])].map(r => r.innerText)", sel)
 
     def shot(self, name: str) -> None:
-        # Two animation frames: the DOM state waited for is painted before the capture.
-        self.d.execute_async_script("const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()))")
-        path = self.shots_dir / f"{len(self.shots) + 1:02d}-{name}.png"
-        self.d.get_screenshot_as_file(str(path))
-        self.shots.append(path.name)
+        """Saves a screenshot. Evidence, not a check: one the driver fails to take is listed in
+        `missed` (and printed by the test) and the journey goes on; its waits do the checking."""
+        path = self.shots_dir / f"{len(self.shots) + len(self.missed) + 1:02d}-{name}.png"
+        try:
+            # Two animation frames: the DOM state waited for is painted before the capture.
+            self.d.execute_async_script("const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()))")
+            self.d.get_screenshot_as_file(str(path))
+            self.shots.append(path.name)
+        except Exception as e:
+            self.missed.append(f"{path.name}: {type(e).__name__}")
 
     def click(self, sel: str) -> None:
         from selenium.webdriver.common.by import By
