@@ -20,7 +20,6 @@ drivers printed are searched for every credential's value: they may only be in t
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import secrets
@@ -34,7 +33,8 @@ import pytest
 
 from support import net, project
 from support.desktop import Console, Page, Xvfb, free_port_pair
-from support.standins import Registry, Sshd, compose_down
+from support.docker import compose_down
+from support.standins import Registry, Sshd
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -240,13 +240,6 @@ def ssh_host(tmp_path, binaries, sandbox_images):
         registry.close()
 
 
-def holdout_rows(n: int) -> list[list[float]]:
-    with open(project.MODEL_DIR / "holdout.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    label_at = rows[0].index("label")
-    return [[float(v) for j, v in enumerate(r) if j != label_at] for r in rows[1:n + 1]]
-
-
 def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Console):
     from selenium.webdriver.common.by import By
 
@@ -306,7 +299,7 @@ def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Con
 
     # --- dashboard through the tunnel: traffic sent to the host shows up
     assert not page.find("#traffic").is_displayed(), "the replay switch is for the sandbox only"
-    rows = holdout_rows(40)
+    rows = project.holdout()[0][:40]
     for i in range(0, 40, 8):
         net.http_post_json(f"http://127.0.0.1:{service_port}/v1/predict", {"rows": rows[i:i + 8]})
     wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "figure.chart img")) >= 10, 60, "charts drawn")

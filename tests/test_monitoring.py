@@ -3,7 +3,6 @@ scikit-learn on the same labels and scores, and /metrics is valid Prometheus tex
 summary."""
 from __future__ import annotations
 
-import csv
 import time
 import uuid
 
@@ -28,16 +27,6 @@ def _auth():
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _holdout():
-    with open(project.MODEL_DIR / "holdout.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    header, data = rows[0], rows[1:]
-    label_at = header.index("label")
-    features = [[float(v) for j, v in enumerate(r) if j != label_at] for r in data]
-    labels = [int(r[label_at]) for r in data]
-    return features, labels
-
-
 def _summary(url, wait_for_labels=None):
     deadline = time.monotonic() + 10
     while True:
@@ -51,7 +40,7 @@ def _summary(url, wait_for_labels=None):
 
 
 def test_ground_truth_metrics_match_sklearn(service):
-    features, labels = _holdout()
+    features, labels = project.holdout()
     scores, threshold = [], None
     feedback = []
     for start in range(0, len(features), 50):
@@ -73,7 +62,7 @@ def test_ground_truth_metrics_match_sklearn(service):
 
 
 def test_metrics_are_valid_prometheus_text_and_agree_with_the_summary(service):
-    features, _ = _holdout()
+    features, _ = project.holdout()
     net.http_post_json(f"{service}/v1/predict", {"rows": features[:10]})
     assert net.http_request("GET", f"{service}/metrics").status == 401
     # The recorder drains its queue every 20 ms: read until /metrics and the summary settle.

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from .docker import compose_down
 from .net import free_port
 
 
@@ -130,9 +131,7 @@ class Console:
             pass
         self.proc.wait(timeout=20)
         self.log.close()
-        compose_dir = self.data / "sandbox"
-        subprocess.run(["docker-compose", "-p", self.project, "down", "-v", "--remove-orphans"],
-                       cwd=compose_dir if compose_dir.is_dir() else None, capture_output=True, timeout=120)
+        compose_down(self.project, self.data / "sandbox")
 
     def files(self) -> list[Path]:
         """Everything the app wrote to its data directory, and what the app and drivers printed."""

@@ -140,3 +140,10 @@ def wait_healthy(container: str, timeout: float = 90.0, interval: float = 0.25) 
             raise AssertionError(f"{container}: {problem}\n--- health probes\n{probes}\n"
                                  f"--- container logs\n{logs(container)}")
         time.sleep(interval)
+
+
+def compose_down(project: str, compose_dir: Path, env: dict[str, str] | None = None) -> None:
+    """Removes a compose project with its volumes, whether or not its directory still exists."""
+    subprocess.run(["docker-compose", "-p", project, "down", "-v", "--remove-orphans"],
+                   cwd=compose_dir if compose_dir.is_dir() else None, capture_output=True, timeout=120,
+                   env=dict(os.environ, **(env or {})))

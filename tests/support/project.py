@@ -1,6 +1,7 @@
 """The repository and the environment scripts/env.sh defines (CARGO_TARGET_DIR, MLOPS_CACHE, ORT_DYLIB_PATH...)."""
 from __future__ import annotations
 
+import csv
 import functools
 import os
 import subprocess
@@ -34,3 +35,14 @@ def ort_library() -> Path | None:
 
 MODEL_DIR = REPO_ROOT / "inference-image" / "model" / "wbc-autoencoder"
 ARTIFACTS_DIR = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / "test-artifacts"))
+
+
+def holdout() -> tuple[list[list[float]], list[int]]:
+    """The bundled model's held-out rows: features (the label column removed) and labels."""
+    with open(MODEL_DIR / "holdout.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header, data = rows[0], rows[1:]
+    label_at = header.index("label")
+    features = [[float(v) for j, v in enumerate(r) if j != label_at] for r in data]
+    labels = [int(r[label_at]) for r in data]
+    return features, labels

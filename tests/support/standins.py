@@ -13,17 +13,14 @@ these are the few parts a browser-driven test needs. Both stop their server on `
 from __future__ import annotations
 
 import base64
-import json
-import os
 import secrets
 import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from . import net
 from .net import LOOPBACK, free_port
 
 SSHD = "/usr/sbin/sshd"
@@ -146,20 +143,12 @@ class Registry:
                 break
         raise RuntimeError(f"docker-registry did not start:\n{last}")
 
-    def _request(self, path: str, auth: bool) -> urllib.request.Request:
-        req = urllib.request.Request(f"http://{self.addr}{path}")
+    def _get(self, path: str, auth: bool) -> net.HttpResponse:
+        headers = {}
         if auth:
             token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-            req.add_header("Authorization", f"Basic {token}")
-        return req
-
-    def _get(self, path: str, auth: bool) -> int:
-        req = self._request(path, auth)
-        try:
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
+            headers["Authorization"] = f"Basic {token}"
+        return net.http_request("GET", f"http://{self.addr}{path}", timeout=2, headers=headers)
 
     def _wait_ready(self) -> bool:
         """True once GET /v2/ answers 401 without and 200 with the credentials."""
@@ -168,8 +157,8 @@ class Registry:
             if self.proc.poll() is not None:
                 return False
             try:
-                if self._get("/v2/", False) == 401:
-                    return self._get("/v2/", True) == 200
+                if self._get("/v2/", False).status == 401:
+                    return self._get("/v2/", True).status == 200
             except OSError:
                 pass
             time.sleep(0.05)
@@ -190,16 +179,11 @@ class Registry:
         return ref
 
     def tags(self, repo: str) -> list[str]:
-        with urllib.request.urlopen(self._request(f"/v2/{repo}/tags/list", True), timeout=5) as r:
-            return json.load(r).get("tags") or []
+        r = self._get(f"/v2/{repo}/tags/list", True)
+        assert r.status == 200, f"tags of {repo}: HTTP {r.status} {r.body[:200]!r}"
+        return r.json().get("tags") or []
 
     def close(self) -> None:
         _stop(self.proc)
         self._tmp.cleanup()
 
-
-def compose_down(project: str, compose_dir: Path, env: dict[str, str] | None = None) -> None:
-    """Removes a compose project with its volumes, whether or not its directory still exists."""
-    subprocess.run(["docker-compose", "-p", project, "down", "-v", "--remove-orphans"],
-                   cwd=compose_dir if compose_dir.is_dir() else None, capture_output=True, timeout=120,
-                   env=dict(os.environ, **(env or {})))
