@@ -30,6 +30,16 @@ def docker_engine() -> None:
         pytest.skip(f"Docker engine not reachable ({reason})")
 
 
+@pytest.fixture()
+def display():
+    """A virtual X display (Xvfb) for the desktop app's journeys."""
+    from support.desktop import Xvfb
+
+    x = Xvfb()
+    yield x.display
+    x.close()
+
+
 @pytest.fixture(scope="session")
 def metrics():
     """`metrics(group)` returns a dict to record measured numbers in. They are printed at the end of

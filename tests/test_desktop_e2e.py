@@ -10,9 +10,14 @@ test-artifacts/:
   never-ready version refused, and check over HTTP that v1 is what serves;
 - an SSH host you already have (desktop-ssh/): a private sshd on loopback whose sessions use this
   machine's Docker engine, and Debian's docker-registry with htpasswd standing in for GHCR. Store the
-  host's key and the registry token, enter the host (a wrong fingerprint is refused first), deploy v1
-  over SSH (login, pull, switch), verify, watch the dashboard through the SSH tunnel, deploy v2, roll
-  back to v1.
+  host's key and the registry token, enter the host (a wrong fingerprint is refused first), pick v1
+  from the registry's tags and deploy it over SSH (login, pull, switch), verify, watch the dashboard through the SSH tunnel, deploy v2, roll
+  back to v1;
+- the same host deployed through GitHub Actions (desktop-github/): the GitHub double stands in for
+  GitHub and its actions runner runs the deploy job of the workflow file the console installed, over
+  SSH with the secrets the console sealed. Set up the repository, see a changed workflow's difference
+  and replace it, deploy v1 through a dispatched run followed step by step, verify, then see a run
+  that fails (a tag the registry lacks) leave v1 serving.
 
 Afterwards the data directory (settings, SQLite history, compose files) and everything the app and the
 drivers printed are searched for every credential's value: they may only be in the keychain.
@@ -32,38 +37,16 @@ from pathlib import Path
 import pytest
 
 from support import net, project
-from support.desktop import Console, Page, Xvfb, free_port_pair
+from support.desktop import Console, Page, free_port_pair, need, release_binaries
 from support.docker import compose_down
-from support.standins import Registry, Sshd
+from support.standins import GitHubDouble, Registry, Sshd
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-REQUIRED = os.environ.get("MLOPS_REQUIRE_DOCKER") == "1"
-
-
-def need(ok: bool, why: str) -> None:
-    if not ok:
-        if REQUIRED:
-            pytest.fail(why)
-        pytest.skip(why)
-
-
-def target_dir() -> Path:
-    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-
-
 @pytest.fixture(scope="module")
 def binaries() -> dict[str, Path]:
-    t = target_dir() / "release"
-    b = {
-        "console": Path(os.environ.get("MLOPS_CONSOLE_BIN", t / "mlops-console")),
-        "inference": Path(os.environ.get("INFERENCE_BIN", t / "inference")),
-        "replay": Path(os.environ.get("MLOPS_REPLAY_BIN", t / "replay")),
-    }
-    for name, p in b.items():
-        need(p.is_file(), f"{name} binary missing at {p}: build with cargo build --release --workspace")
-    for tool in ["Xvfb", "tauri-driver", "WebKitWebDriver", "dbus-run-session", "gnome-keyring-daemon", "docker"]:
-        need(shutil.which(tool) is not None, f"{tool} is not installed (scripts/setup.sh installs it)")
+    b = release_binaries(ROOT)
+    need(shutil.which("docker") is not None, "docker is not installed")
     need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no Docker engine answers")
     return b
 
@@ -73,13 +56,6 @@ def sandbox_images(binaries) -> None:
     env = dict(os.environ, INFERENCE_BIN=str(binaries["inference"]))
     r = subprocess.run(["bash", str(ROOT / "scripts/sandbox-images.sh")], env=env, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr
-
-
-@pytest.fixture()
-def display():
-    x = Xvfb()
-    yield x.display
-    x.close()
 
 
 @pytest.fixture()
@@ -107,7 +83,7 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     from selenium.webdriver.common.by import By
 
     d = console.driver
-    page = Page(d, ARTIFACTS / "desktop")
+    page = Page(d, ARTIFACTS / "desktop", console.display)
     wait, text, shot, click = page.wait, page.text, page.shot, page.click
 
     # --- the app opens on the wizard
@@ -220,7 +196,8 @@ def ssh_host(tmp_path, binaries, sandbox_images):
     """An SSH host on loopback (sshd + this machine's Docker engine) and a registry holding v1 and v2."""
     for tool in ["/usr/sbin/sshd", "/usr/bin/docker-registry", "htpasswd", "docker-compose"]:
         need(shutil.which(tool) is not None, f"{tool} is not installed (scripts/setup.sh installs it)")
-    sshd, registry = Sshd(), Registry()
+    # The registry's user is the repository's owner: the workflow logs in as github.repository_owner.
+    sshd, registry = Sshd(), Registry(user=REMOTE_REPO.split("/")[0])
     pulled: list[str] = []
     try:
         for tag in ["v1", "v2"]:
@@ -240,6 +217,18 @@ def ssh_host(tmp_path, binaries, sandbox_images):
         registry.close()
 
 
+def enter_ssh_host(page: Page, host: dict, fingerprint: str) -> None:
+    """Step 2 of the wizard: picks "An SSH host you already have" and fills in its form."""
+    sshd, registry = host["sshd"], host["registry"]
+    page.click('.choice[data-platform="ssh"]')
+    page.visible("#remote-form", what="the host form")
+    for name, value in [("host", "127.0.0.1"), ("port", str(sshd.port)), ("user", sshd.user),
+                        ("fingerprint", fingerprint), ("compose_dir", str(host["compose_dir"])),
+                        ("service_port", str(host["service_port"])), ("image", f"{registry.addr}/{REMOTE_REPO}"),
+                        ("registry_user", registry.user)]:
+        page.fill(f'#remote-form [name="{name}"]', value)
+
+
 def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Console):
     from selenium.webdriver.common.by import By
 
@@ -248,7 +237,7 @@ def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Con
     compose_dir: Path = ssh_host["compose_dir"]
     service_port: int = ssh_host["service_port"]
     d = console.driver
-    page = Page(d, ARTIFACTS / "desktop-ssh")
+    page = Page(d, ARTIFACTS / "desktop-ssh", console.display)
     wait, text, shot, click = page.wait, page.text, page.shot, page.click
     page.booted()
 
@@ -266,13 +255,7 @@ def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Con
     click("#wiz-next")
 
     # --- 2 platform: an SSH host already there; a wrong fingerprint is refused with the fix
-    click('.choice[data-platform="ssh"]')
-    page.visible("#remote-form", what="the host form")
-    for name, value in [("host", "127.0.0.1"), ("port", str(sshd.port)), ("user", sshd.user),
-                        ("fingerprint", "SHA256:not-a-fingerprint"), ("compose_dir", str(compose_dir)),
-                        ("service_port", str(service_port)), ("image", f"{registry.addr}/{REMOTE_REPO}"),
-                        ("registry_user", registry.user)]:
-        page.fill(f'#remote-form [name="{name}"]', value)
+    enter_ssh_host(page, ssh_host, "SHA256:not-a-fingerprint")
     click("#wiz-next")
     page.wait_text("#wiz-error", "ssh-keygen -lf", what="the fingerprint refused")
     shot("platform-bad-fingerprint")
@@ -286,9 +269,12 @@ def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Con
     shot("github-optional")
     click("#wiz-next")
 
-    # --- 5 deploy v1 over SSH: a tag typed in, live progress, login + pull on the host
+    # --- 5 deploy v1 over SSH: the registry's tags are listed (read with the registry user and the
+    # token from the keychain); live progress, login + pull on the host
     page.visible("#wizard-custom", what="the tag field for a remote host")
-    page.fill("#wizard-custom", "v1")
+    page.choose("wizard-tag", "v1")
+    offered = d.execute_script("return [...document.querySelectorAll('#wizard-tag option')].map(o => o.textContent)")
+    assert any(o.startswith("v2 — in ") for o in offered), offered
     click('#wizard-deploy button[type="submit"]')
     page.visible("#wizard-progress .steps li", 60, "live step progress")
     page.present("#wizard-progress .outcome", 300, "the deploy to finish")
@@ -335,4 +321,135 @@ def test_wizard_to_ssh_host_deploy_dashboard_and_rollback(ssh_host, console: Con
         assert registry.password.encode() not in data, f"the registry token leaked into {p}"
         assert sshd.private_key.strip().encode() not in data, f"the SSH key leaked into {p}"
         assert b"PRIVATE KEY" not in data, f"a private key is in {p}"
+    print(f"screenshots: {', '.join(page.shots)}; not captured: {page.missed or 'none'}")
+
+
+@pytest.fixture()
+def github(ssh_host):
+    """The GitHub double with the repository, its actions runner aimed at the SSH host's stand-ins."""
+    gh = GitHubDouble()
+    try:
+        gh.post("/_double/repos", {"full_name": REMOTE_REPO})
+        gh.post("/_double/actions", {"registry": ssh_host["registry"].addr, "ssh_port": ssh_host["sshd"].port})
+        yield gh
+    finally:
+        gh.close()
+
+
+@pytest.fixture()
+def github_console(tmp_path, display, binaries, sandbox_images, github):
+    c = Console(tmp_path, display, binaries, env={"MLOPS_GITHUB_API": github.url})
+    yield c
+    c.close()
+
+
+def test_wizard_to_github_actions_deploy_on_ssh_host(ssh_host, github: GitHubDouble, github_console: Console):
+    sshd: Sshd = ssh_host["sshd"]
+    registry: Registry = ssh_host["registry"]
+    compose_dir: Path = ssh_host["compose_dir"]
+    service_port: int = ssh_host["service_port"]
+    console = github_console
+    d = console.driver
+    page = Page(d, ARTIFACTS / "desktop-github", console.display)
+    text, shot, click = page.text, page.shot, page.click
+    page.booted()
+
+    # --- 1 credentials: the host's key, the registry token, the GitHub token
+    page.save_credential("ssh-key", sshd.private_key, host="127.0.0.1")
+    page.save_credential("ghcr-token", registry.password)
+    page.save_credential("github-token", github.token)
+    page.wait_text("#cred-table", "GitHub token", what="the GitHub token listed")
+    click("#wiz-next")
+
+    # --- 2 the SSH host; 3 nothing to provision
+    enter_ssh_host(page, ssh_host, sshd.fingerprint)
+    click("#wiz-next")
+    page.wait_text("#provision-body", "you brought the host", what="provision note")
+    click("#wiz-next")
+
+    # --- 4 GitHub: the workflow is missing; write the secrets, the pinned host key and the workflow
+    page.visible("#gh-form", what="GitHub step")
+    page.fill('#gh-form [name="repo"]', REMOTE_REPO)
+    click("#gh-form ~ .row button")  # Check the workflow
+    page.wait_text("#gh-log", "Workflow: missing", what="the workflow missing")
+    click("#gh-form ~ .row button.primary")
+    page.wait_text("#gh-log", "workflow .github/workflows/deploy.yml: created", 60, "the repository set up")
+    log = text("#gh-log")
+    for name in ["EC2_HOST", "EC2_USER", "EC2_SSH_KEY", "DOCKER_COMPOSE_DIR", "GHCR_PAT"]:
+        assert f"secret {name}: created" in log, log
+    shot("github-configured")
+    # What GitHub holds, as the double decrypted it from the sealed boxes
+    repo = github.state()["repos"][REMOTE_REPO]
+    sec = repo["secrets"]
+    assert (sec["EC2_HOST"], sec["EC2_USER"], sec["DOCKER_COMPOSE_DIR"], sec["GHCR_PAT"]) == \
+        ("127.0.0.1", sshd.user, str(compose_dir), registry.password)
+    assert sec["EC2_SSH_KEY"].split() == sshd.private_key.split(), "EC2_SSH_KEY is not the host's key"
+    assert repo["variables"]["EC2_HOST_FINGERPRINT"] == sshd.fingerprint
+    workflow = (ROOT / ".github/workflows/deploy.yml").read_text()
+    assert repo["files"][".github/workflows/deploy.yml"] == workflow
+
+    # Someone edits the workflow on GitHub: the difference is shown, then replaced on confirmation
+    github.post("/_double/file", {"full_name": REMOTE_REPO, "path": ".github/workflows/deploy.yml",
+                                  "text": workflow.replace("timeout-minutes: 15", "timeout-minutes: 5")})
+    click("#gh-form ~ .row button")
+    page.wait_text("#gh-log", "differs from the console's", what="the difference shown")
+    diff = text("#gh-log")
+    changed = [ln for ln in diff.splitlines() if ln[:2] in ("- ", "+ ")]
+    assert changed == ["-     timeout-minutes: 5", "+     timeout-minutes: 15"], diff
+    assert "unchanged lines" in diff, "the difference, not the whole file"
+    page.visible("#gh-replace", what="the replace button")
+    shot("github-workflow-diff")
+    click("#gh-replace")
+    page.visible("#confirm", what="the confirmation")
+    click("#confirm-ok")
+    page.wait_text("#gh-log", "deploy.yml: updated", 60, "the workflow replaced")
+    assert github.state()["repos"][REMOTE_REPO]["files"][".github/workflows/deploy.yml"] == workflow
+    click("#wiz-next")
+
+    # --- 5 deploy v1 through GitHub Actions: dispatch, the run followed step by step, its job log
+    page.visible("#wizard-via-github", what="the GitHub Actions choice")
+    assert page.find("#wizard-via-github").is_selected(), "a configured repository deploys through GitHub by default"
+    page.fill("#wizard-custom", "v1")
+    click('#wizard-deploy button[type="submit"]')
+    page.visible("#wizard-progress .steps li", 60, "live step progress")
+    page.wait_text("#wizard-progress .log", "Deploy to EC2: in_progress", 120, "the run's step followed live")
+    shot("github-run-live")
+    page.present("#wizard-progress .outcome", 300, "the deploy to finish")
+    outcome, log = text("#wizard-progress .outcome"), text("#wizard-progress .log")
+    runs = github.state()["runs"]
+    assert outcome.startswith("Deployed"), f"{outcome}\n{log}\n--- runs\n{json.dumps(runs)[-4000:]}"
+    assert "Deploy to EC2: success" in log and "Login Succeeded" in log and "is ready after" in log, log
+    (run,) = runs.values()
+    assert run["inputs"] == {"tag": "v1"} and run["conclusion_now"] == "success", run
+    verify_and_open_dashboard(page, "v1")
+
+    # --- a run that fails (the registry has no v404) changes nothing: v1 keeps serving
+    click("#tab-deployments")
+    page.visible("#via-github", what="the GitHub Actions switch")
+    if not page.find("#via-github").is_selected():
+        click("#via-github")
+    page.fill("#deploy-custom", "v404")
+    click('#deploy-form button[type="submit"]')
+    page.present("#deploy-progress .outcome.bad", 300, "the failed run's deploy to end")
+    outcome, log = text("#deploy-progress .outcome"), text("#deploy-progress .log")
+    assert "nothing was changed" in outcome and "v1" in outcome, f"{outcome}\n{log}"
+    # the end of the job's log says why: the registry has no such manifest
+    assert "Deploy to EC2: failure" in log and "manifest unknown" in log.lower(), log
+    assert "serving v1" in text("#serving")
+    shot("github-run-failed")
+    model = net.http_get_json(f"http://127.0.0.1:{service_port}/v1/model")
+    assert model["image_tag"] == "v1", model
+
+    # --- no credential outside the keychain and GitHub's secrets: not in the app's files, the
+    # host's compose directory, or the run logs GitHub keeps (secrets are masked there)
+    d.quit()
+    state = github.state()
+    logs = "".join(r["log"] for r in state["runs"].values())
+    places = console.files() + [p for p in compose_dir.rglob("*") if p.is_file()]
+    for value in [registry.password, github.token, sshd.private_key.strip()]:
+        assert value not in logs, "a credential is in a run log"
+        for p in places:
+            assert value.encode() not in p.read_bytes(), f"a credential leaked into {p}"
+    for p in places:
+        assert b"PRIVATE KEY" not in p.read_bytes(), f"a private key is in {p}"
     print(f"screenshots: {', '.join(page.shots)}; not captured: {page.missed or 'none'}")

@@ -256,6 +256,18 @@ impl Engine {
             Some(run.id),
             &format!("deploy {tag} through {} requested", runner.describe()),
         );
+        // The workflow's script expects the compose file and the host's settings in place (a new
+        // host has neither); set them up first, under the host's deploy lock.
+        match run.connect().await {
+            Ok(exec) => {
+                if let Err(stop) = run.prepare_for_workflow(&*exec).await {
+                    return run
+                        .end_with(Outcome::Untouched(stop), &*exec, previous)
+                        .await;
+                }
+            }
+            Err(stop) => return run.end(stop, None).await,
+        }
         let wf = run.through_workflow(runner, tag).await;
         let exec = match run.connect().await {
             Ok(e) => e,
@@ -493,6 +505,23 @@ impl Run<'_> {
     async fn upload_compose_file(&self, exec: &dyn Executor) -> Result<(), Stop> {
         let cmd = steps::upload_compose_file(self.target);
         self.must(exec, "compose file", &cmd).await.map(|_| ())
+    }
+
+    /// Before a GitHub workflow deploys: the compose file and the host's .env settings, written
+    /// under the deploy lock, which is then handed back for the workflow's script to take.
+    async fn prepare_for_workflow(&self, exec: &dyn Executor) -> Result<(), Stop> {
+        self.take_lock(exec).await?;
+        self.upload_compose_file(exec).await?;
+        self.must(
+            exec,
+            "host settings",
+            &steps::write_env_settings(self.target),
+        )
+        .await?;
+        self.must(exec, "unlock", &steps::unlock(self.target))
+            .await?;
+        self.locked.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     async fn take_lock(&self, exec: &dyn Executor) -> Result<(), Stop> {
@@ -786,7 +815,10 @@ impl Run<'_> {
         workflow: WorkflowEnd,
         previous: Option<&Deployment>,
     ) -> Outcome {
-        let _ = self.record_digest(exec, tag).await;
+        if workflow.ok {
+            // What the run pulled; a failed run may have pulled nothing to inspect.
+            let _ = self.record_digest(exec, tag).await;
+        }
         if !workflow.ok {
             let how = if workflow.cancelled {
                 "the workflow run was cancelled"

@@ -37,6 +37,52 @@ struct Job {
     id: i64,
     name: String,
     conclusion: Option<String>,
+    #[serde(default)]
+    steps: Vec<JobStep>,
+}
+
+#[derive(Deserialize)]
+struct JobStep {
+    name: String,
+    number: i64,
+    status: String,
+    conclusion: Option<String>,
+}
+
+/// Reports each job step once per change of its state: `deploy › Deploy to EC2: in_progress`.
+#[derive(Default)]
+struct StepReporter {
+    seen: std::collections::HashMap<(i64, i64), String>,
+}
+
+impl StepReporter {
+    fn report(&mut self, jobs: &Jobs, sink: Sink<'_>) {
+        for job in &jobs.jobs {
+            for step in &job.steps {
+                let state = match step.status.as_str() {
+                    "completed" => step
+                        .conclusion
+                        .clone()
+                        .unwrap_or_else(|| "completed".into()),
+                    other => other.to_string(),
+                };
+                // Steps not started yet say nothing; skipped ones neither, unless seen running.
+                let before = self.seen.get(&(job.id, step.number));
+                if (state == "queued" || state == "pending" || state == "skipped")
+                    && before.is_none()
+                {
+                    continue;
+                }
+                if before != Some(&state) {
+                    sink(
+                        Stream::Stdout,
+                        &format!("{} › {}: {state}\n", job.name, step.name),
+                    );
+                    self.seen.insert((job.id, step.number), state);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -204,6 +250,8 @@ impl WorkflowRunner for GitHubWorkflow {
     async fn wait(&self, run_id: i64, sink: Sink<'_>) -> Result<Conclusion, String> {
         let start = tokio::time::Instant::now();
         let mut last = String::new();
+        let mut steps = StepReporter::default();
+        let jobs_url = format!("{}/runs/{run_id}/jobs", self.base());
         let run = loop {
             let r: Run = self
                 .get(
@@ -219,6 +267,13 @@ impl WorkflowRunner for GitHubWorkflow {
             if r.status == "completed" {
                 break r;
             }
+            // While it runs, its jobs' steps as they start and end (GitHub serves a job's log
+            // only once the job is over; the steps are what can be followed live).
+            if r.status == "in_progress" {
+                if let Ok(jobs) = self.get::<Jobs>(&jobs_url, "list the run's jobs").await {
+                    steps.report(&jobs, sink);
+                }
+            }
             if start.elapsed() > self.timeout {
                 return Err(format!(
                     "run {run_id} did not finish within {} min; it goes on on GitHub ({})",
@@ -230,23 +285,28 @@ impl WorkflowRunner for GitHubWorkflow {
         };
         let conclusion = run.conclusion.unwrap_or_else(|| "unknown".into());
         let jobs: Jobs = self
-            .get(
-                &format!("{}/runs/{run_id}/jobs", self.base()),
-                "list the run's jobs",
-            )
+            .get(&jobs_url, "list the run's jobs")
             .await
             .map_err(|e| e.to_string())?;
+        steps.report(&jobs, sink);
+        // Each job that ran: its conclusion and the end of its log (on stderr when it failed).
         for job in &jobs.jobs {
             let c = job.conclusion.as_deref().unwrap_or("none");
             sink(Stream::Stdout, &format!("job {}: {c}\n", job.name));
-            if c != "success" && c != "skipped" {
-                match self.job_log_tail(job.id).await {
-                    Ok(tail) => sink(Stream::Stderr, &format!("{tail}\n")),
-                    Err(e) => sink(
-                        Stream::Stderr,
-                        &format!("(log of job {} not available: {e})\n", job.name),
-                    ),
-                }
+            if c == "skipped" {
+                continue;
+            }
+            let stream = if c == "success" {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            };
+            match self.job_log_tail(job.id).await {
+                Ok(tail) => sink(stream, &format!("{tail}\n")),
+                Err(e) => sink(
+                    stream,
+                    &format!("(log of job {} not available: {e})\n", job.name),
+                ),
             }
         }
         Ok(Conclusion {

@@ -15,6 +15,7 @@ pub mod github;
 pub mod github_workflow;
 pub mod health;
 pub mod history;
+pub mod registry;
 pub mod repo_setup;
 pub mod sandbox;
 pub mod secret;

@@ -65,6 +65,21 @@ pub fn env_file(t: &Target, tag: &str) -> String {
     )
 }
 
+/// The host's settings in .env — project, port, address — for a deploy the GitHub workflow makes:
+/// the workflow's script rewrites only IMAGE_NAME and IMAGE_TAG and keeps the rest, so these must
+/// be there before its first run. The image lines already there (what serves now) stay.
+pub fn write_env_settings(t: &Target) -> Command {
+    let settings = format!(
+        "COMPOSE_PROJECT_NAME={}\nINFERENCE_PORT={}\nINFERENCE_HOST_IP={}\n",
+        t.project, t.port, t.publish_ip
+    );
+    sh(
+        r#"umask 077 && mkdir -p "$1" && cd "$1" && { grep -E '^(IMAGE_NAME|IMAGE_TAG)=' .env 2>/dev/null || true; cat; } > .env.tmp && mv .env.tmp .env"#,
+        &[t.compose_dir.trim_end_matches('/')],
+    )
+    .stdin(Stdin::Data(settings.into_bytes()))
+}
+
 pub fn write_env(t: &Target, tag: &str) -> Command {
     write_file(
         &format!("{}/.env", t.compose_dir.trim_end_matches('/')),
@@ -324,6 +339,44 @@ mod tests {
         assert!(
             matches!(&w.stdin, Stdin::Data(d) if d.starts_with(b"COMPOSE_PROJECT_NAME=inference\n"))
         );
+    }
+
+    #[test]
+    fn host_settings_keep_the_serving_image_and_replace_the_rest() {
+        let dir = std::env::temp_dir().join(format!("steps-env-{}", std::process::id()));
+        let mut t = target();
+        t.compose_dir = dir.join("inference").to_string_lossy().into_owned();
+        let run = |t: &Target| {
+            let c = write_env_settings(t);
+            let argv = c.argv();
+            let mut child = std::process::Command::new(argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let Stdin::Data(d) = &c.stdin else { panic!() };
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), d).unwrap();
+            drop(child.stdin.take());
+            assert!(child.wait().unwrap().success());
+            std::fs::read_to_string(dir.join("inference/.env")).unwrap()
+        };
+        // A new host: the directory is made, the settings written, no image yet.
+        assert_eq!(
+            run(&t),
+            "COMPOSE_PROJECT_NAME=inference\nINFERENCE_PORT=8080\nINFERENCE_HOST_IP=127.0.0.1\n"
+        );
+        // A host serving v3 whose port changes: the image stays, the settings are the new ones.
+        std::fs::write(
+            dir.join("inference/.env"),
+            "COMPOSE_PROJECT_NAME=old\nIMAGE_NAME=ghcr.io/acme/inference\nIMAGE_TAG=v3\nINFERENCE_PORT=9999\n",
+        )
+        .unwrap();
+        t.port = 8181;
+        assert_eq!(
+            run(&t),
+            "IMAGE_NAME=ghcr.io/acme/inference\nIMAGE_TAG=v3\nCOMPOSE_PROJECT_NAME=inference\nINFERENCE_PORT=8181\nINFERENCE_HOST_IP=127.0.0.1\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

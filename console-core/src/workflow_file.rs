@@ -118,23 +118,54 @@ pub fn line_diff(old: &str, new: &str) -> String {
         }
     }
     let (mut i, mut j) = (0, 0);
-    let mut out = String::new();
+    let mut lines: Vec<(char, &str)> = Vec::new();
     while i < a.len() || j < b.len() {
         if i < a.len() && j < b.len() && a[i] == b[j] {
-            out.push_str(&format!("  {}\n", a[i]));
+            lines.push((' ', a[i]));
             i += 1;
             j += 1;
         } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             // Removals before additions, as unified diffs show them.
-            out.push_str(&format!("- {}\n", a[i]));
+            lines.push(('-', a[i]));
             i += 1;
         } else {
-            out.push_str(&format!("+ {}\n", b[j]));
+            lines.push(('+', b[j]));
             j += 1;
         }
     }
+    // Changes with DIFF_CONTEXT unchanged lines around them; longer unchanged stretches are one line.
+    let near_change = |k: usize| {
+        let lo = k.saturating_sub(DIFF_CONTEXT);
+        let hi = (k + DIFF_CONTEXT + 1).min(lines.len());
+        lines[lo..hi].iter().any(|(m, _)| *m != ' ')
+    };
+    let mut out = String::new();
+    let mut skipped = 0;
+    for (k, (mark, line)) in lines.iter().enumerate() {
+        if *mark == ' ' && !near_change(k) {
+            skipped += 1;
+            continue;
+        }
+        if skipped > 0 {
+            out.push_str(&format!(
+                "  ⋯ {skipped} unchanged line{}\n",
+                if skipped == 1 { "" } else { "s" }
+            ));
+            skipped = 0;
+        }
+        out.push_str(&format!("{mark} {line}\n"));
+    }
+    if skipped > 0 {
+        out.push_str(&format!(
+            "  ⋯ {skipped} unchanged line{}\n",
+            if skipped == 1 { "" } else { "s" }
+        ));
+    }
     out
 }
+
+/// Unchanged lines shown before and after each change.
+const DIFF_CONTEXT: usize = 3;
 
 #[cfg(test)]
 mod tests {
@@ -147,7 +178,14 @@ mod tests {
             "  a\n- b\n+ x\n  c\n+ d\n"
         );
         assert_eq!(line_diff("", "a\n"), "+ a\n");
-        assert_eq!(line_diff("same\n", "same\n"), "  same\n");
+        assert_eq!(line_diff("same\n", "same\n"), "  ⋯ 1 unchanged line\n");
+        // Far from a change, unchanged lines are counted, not shown.
+        let old: String = (1..=20).map(|n| format!("{n}\n")).collect();
+        let new = old.replace("\n10\n", "\nten\n");
+        assert_eq!(
+            line_diff(&old, &new),
+            "  ⋯ 6 unchanged lines\n  7\n  8\n  9\n- 10\n+ ten\n  11\n  12\n  13\n  ⋯ 7 unchanged lines\n"
+        );
     }
 
     #[test]

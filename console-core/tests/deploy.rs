@@ -639,8 +639,6 @@ async fn the_workflow_deploy_script_deploys_and_its_failures_are_recorded() {
     }
     let _serial = SERIAL.lock().await;
     let b = Bed::new(true);
-    // The console's direct deploy sets the host up (compose file, .env); the workflow takes over.
-    assert_ok(&b.engine.deploy(&b.target, &b.images.v1).await.unwrap());
     let Host::Ssh(ssh) = &b.target.host else {
         unreachable!()
     };
@@ -658,6 +656,36 @@ async fn the_workflow_deploy_script_deploys_and_its_failures_are_recorded() {
         tag: Mutex::new(None),
         pat: Secret::new(b.registry.password.clone()),
     };
+    // A new host: the console writes the compose file and the host's settings (.env), then the
+    // workflow's script deploys into them.
+    let d = b
+        .engine
+        .deploy_via_workflow(&b.target, &b.images.v1, &runner)
+        .await
+        .unwrap();
+    assert_ok(&d);
+    let steps: Vec<String> = b
+        .history()
+        .steps(d.id)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(
+        steps[..7],
+        [
+            "connect",
+            "lock",
+            "compose file",
+            "host settings",
+            "unlock",
+            "dispatch workflow",
+            "workflow run"
+        ],
+        "{steps:?}"
+    );
+    assert_eq!(b.answering().as_deref(), Some("v1"));
+
     let watch = SecretWatch::start(&b.registry.password);
     let d = b
         .engine
@@ -882,4 +910,45 @@ async fn cancelling_a_deploy_through_github_cancels_the_run_and_v1_keeps_serving
         !b.engine.cancel(&b.target.name),
         "nothing is running any more"
     );
+}
+
+/// A remote host's versions come from its registry: the tags pushed, read with the user and token
+/// `docker login` uses on the host (docker-registry with htpasswd asks for HTTP Basic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_lists_the_pushed_tags_with_the_hosts_credentials() {
+    use console_core::registry::list_tags;
+    if !docker_or_skip() {
+        return;
+    }
+    let b = Bed::new(false);
+    let (repo, user) = (&b.images.repo, &b.registry.user);
+    let pat = Secret::new(b.registry.password.clone());
+    let tags = list_tags(repo, user, Some(&pat)).await.unwrap();
+    for t in [&b.images.v1, &b.images.v2, &b.images.broken] {
+        assert!(tags.contains(t), "{t} not in {tags:?}");
+    }
+    // Refused credentials, none at all, an image never pushed, a registry not there: sentences.
+    let wrong = list_tags(repo, user, Some(&Secret::new("not-the-token")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wrong.contains("refused to list") && wrong.contains("GHCR token"),
+        "{wrong}"
+    );
+    let none = list_tags(repo, user, None).await.unwrap_err().to_string();
+    assert!(none.contains("refused to list"), "{none}");
+    let missing = format!("{}/nobody/nothing", b.registry.addr);
+    let e = list_tags(&missing, user, Some(&pat))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has no image nobody/nothing"), "{e}");
+    let closed = format!("127.0.0.1:{}/a/b", support::free_port());
+    let e = list_tags(&closed, user, Some(&pat))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("could not reach the registry"), "{e}");
+    assert!(!format!("{wrong}{none}{e}").contains(&b.registry.password));
 }

@@ -23,6 +23,9 @@ It holds each repository's real Curve25519 key pair and decrypts every received 
 PyNaCl, so a test can check that GitHub could read what the client sent. Workflow runs go
 queued → in_progress → completed one step per poll; job logs redirect (302) to a "signed URL" that
 refuses requests carrying credentials. Test-only control endpoints live under /_double/ (configure repositories and faults, read what was received).
+After POST /_double/actions, a dispatched run instead runs the deploy job of the workflow file the
+repository holds, for real (tests/doubles/actions_runner.py); its jobs list live step statuses and
+its log is what the job printed, secrets masked.
 ROUTES is read by tests/test_github_contract.py, which holds it against GitHub's OpenAPI description.
 
   python tests/doubles/github_double.py --token TOKEN   # prints "listening on PORT", serves 127.0.0.1
@@ -39,6 +42,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from nacl.public import PrivateKey, SealedBox
+
+try:
+    from . import actions_runner
+except ImportError:  # run as a script: the sibling module is on sys.path
+    import actions_runner
 
 # (method, OpenAPI path template, regex, statuses this double answers with)
 ROUTES = [
@@ -87,6 +95,9 @@ class State:
         # what the next dispatched run will do; "polls_to_finish" (default 3) is how many status
         # polls it takes to complete, so a test can keep a run going until it cancels it
         self.next_run = {"conclusion": "success", "log": "deployed\n", "details": True}
+        # set by POST /_double/actions: dispatched runs really run the workflow's deploy job
+        # (tests/doubles/actions_runner.py) against {"registry": "host:port", "ssh_port": N}
+        self.actions: dict | None = None
 
     def add_repo(self, full: str, can_write: bool = True) -> None:
         with self.lock:
@@ -231,7 +242,10 @@ class Handler(BaseHTTPRequestHandler):
                 "html_url": f"https://github.com/{run['repo']}/actions/runs/{run_id}"}
 
     def _advance(self, run: dict) -> None:
-        """queued → in_progress → completed, one step per poll (a cancelled run completes at once)."""
+        """queued → in_progress → completed, one step per poll (a cancelled run completes at once).
+        A run of the actions runner moves on its own."""
+        if run.get("actions"):
+            return
         run["polls"] += 1
         if run["cancelled"]:
             run["status"], run["conclusion_now"] = "completed", "cancelled"
@@ -249,6 +263,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(422, {"message": "Invalid request.\n\n\"ref\" is required"})
         if not isinstance(body.get("inputs", {}), dict) or "tag" not in body.get("inputs", {}):
             return self._send(422, {"message": "Required input 'tag' not provided"})
+        repo = self._repo(match)
+        workflow = repo.get("files", {}).get(f".github/workflows/{match['wf']}")
+        if self.state.actions is not None and workflow is None:
+            return self._not_found()
         with self.state.lock:
             run_id = 9001 + len(self.state.runs)
             nr = self.state.next_run
@@ -258,6 +276,13 @@ class Handler(BaseHTTPRequestHandler):
                 "status": "queued", "conclusion_now": None, "conclusion": nr["conclusion"], "log": nr["log"],
                 "cancelled": False, "polls_to_finish": int(nr.get("polls_to_finish", 3))}
             details = nr.get("details", True)
+            if self.state.actions is not None:
+                run = self.state.runs[run_id]
+                run.update(actions=True, log="", steps=[], conclusion=None)
+                job = actions_runner.Job(run, run_id, full, repo, workflow.decode(), self.state.actions,
+                                         self.state.lock)
+        if self.state.actions is not None:
+            job.start()
         if body.get("return_run_details") and details:
             host = self.headers.get("host", "127.0.0.1")
             return self._send(200, {"workflow_run_id": run_id,
@@ -300,6 +325,8 @@ class Handler(BaseHTTPRequestHandler):
                    "status": run["status"], "conclusion": run["conclusion_now"],
                    "steps": [{"name": "Deploy to EC2", "status": run["status"], "conclusion": run["conclusion_now"],
                               "number": 2}] if done else []}
+            if run.get("actions"):
+                job["steps"] = [dict(s) for s in run["steps"]]
         return self._send(200, {"total_count": 1, "jobs": [job]})
 
     # GET job logs: 302 to a signed URL on another host (here /_double/blob, which refuses auth)
@@ -384,6 +411,10 @@ class Handler(BaseHTTPRequestHandler):
         if method == "post" and path == "/_double/file":
             with st.lock:
                 st.repos[body["full_name"]].setdefault("files", {})[body["path"]] = body["text"].encode()
+            return self._send(200, {})
+        if method == "post" and path == "/_double/actions":
+            with st.lock:
+                st.actions = {"registry": str(body["registry"]), "ssh_port": int(body["ssh_port"])}
             return self._send(200, {})
         if method == "post" and path == "/_double/next_run":
             with st.lock:

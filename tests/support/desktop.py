@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -15,6 +16,35 @@ from .net import free_port
 
 
 COMMAND_TIMEOUT_S = 90
+# Missing parts fail the test instead of skipping it where the suite must run everything (CI).
+REQUIRED = os.environ.get("MLOPS_REQUIRE_DOCKER") == "1"
+DESKTOP_TOOLS = ["Xvfb", "tauri-driver", "WebKitWebDriver", "dbus-run-session", "gnome-keyring-daemon"]
+
+
+def need(ok: bool, why: str) -> None:
+    """Skips the test unless `ok` (fails it instead when MLOPS_REQUIRE_DOCKER=1)."""
+    import pytest
+
+    if not ok:
+        if REQUIRED:
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def release_binaries(root: Path) -> dict[str, Path]:
+    """The release binaries the journeys run (console, inference, replay), and the tools that drive
+    the window; `need`s each."""
+    t = Path(os.environ.get("CARGO_TARGET_DIR", root / "target")) / "release"
+    b = {
+        "console": Path(os.environ.get("MLOPS_CONSOLE_BIN", t / "mlops-console")),
+        "inference": Path(os.environ.get("INFERENCE_BIN", t / "inference")),
+        "replay": Path(os.environ.get("MLOPS_REPLAY_BIN", t / "replay")),
+    }
+    for name, p in b.items():
+        need(p.is_file(), f"{name} binary missing at {p}: build with cargo build --release --workspace")
+    for tool in DESKTOP_TOOLS:
+        need(shutil.which(tool) is not None, f"{tool} is not installed (scripts/setup.sh installs it)")
+    return b
 
 
 def free_port_pair() -> int:
@@ -69,8 +99,9 @@ class Console:
     """The app under tauri-driver, in a private D-Bus session with an unlocked throw-away keyring,
     with its own HOME and data directory under `tmp`. `driver` is the Selenium session."""
 
-    def __init__(self, tmp: Path, display: str, binaries: dict[str, Path]):
+    def __init__(self, tmp: Path, display: str, binaries: dict[str, Path], env: dict[str, str] | None = None):
         self.tmp = tmp
+        self.display = display
         self.home = tmp / "home"
         self.data = tmp / "data"
         self.home.mkdir()
@@ -93,6 +124,7 @@ class Console:
             MLOPS_REPLAY_BIN=str(binaries["replay"]),
             # docker still needs to find the engine with a fresh HOME
             DOCKER_CONFIG=str(self.home / ".docker"),
+            **(env or {}),
         )
         env.pop("DBUS_SESSION_BUS_ADDRESS", None)
         script = (
@@ -116,9 +148,11 @@ class Console:
         url = f"http://127.0.0.1:{self.driver_port}"
         self.t0 = time.monotonic()
         # Every driver command gets an answer within COMMAND_TIMEOUT_S or fails: without it a command
-        # the driver never answers (a CI run saw a screenshot do that) hangs the suite.
-        self.driver = webdriver.Remote(command_executor=url, options=opts,
-                                       client_config=ClientConfig(remote_server_addr=url, timeout=COMMAND_TIMEOUT_S))
+        # the driver never answers (a CI run saw a screenshot do that) hangs the suite. No retries:
+        # urllib3 would otherwise repeat a timed-out command (four times by default).
+        config = ClientConfig(remote_server_addr=url, timeout=COMMAND_TIMEOUT_S,
+                              init_args_for_pool_manager={"init_args_for_pool_manager": {"retries": False}})
+        self.driver = webdriver.Remote(command_executor=url, options=opts, client_config=config)
 
     def close(self) -> None:
         try:
@@ -145,10 +179,11 @@ class Page:
     The page re-renders tables and charts on every refresh: an element found a moment ago may be gone
     by the time it is read. Waits retry on that; one-off reads go through `text` and `rows_text`."""
 
-    def __init__(self, driver, shots_dir: Path):
+    def __init__(self, driver, shots_dir: Path, display: str | None = None):
         from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
         self.d = driver
+        self.display = display
         self.transient = (NoSuchElementException, StaleElementReferenceException)
         self.shots_dir = shots_dir
         shots_dir.mkdir(parents=True, exist_ok=True)
@@ -184,13 +219,21 @@ class Page:
         return self.d.execute_script("return [...document.querySelectorAll(arguments[0])].map(r => r.innerText)", sel)
 
     def shot(self, name: str) -> None:
-        """Saves a screenshot. Evidence, not a check: one the driver fails to take is listed in
-        `missed` (and printed by the test) and the journey goes on; its waits do the checking."""
+        """Saves a screenshot. Evidence, not a check: one that cannot be taken is listed in
+        `missed` (and printed by the test) and the journey goes on; its waits do the checking.
+
+        With the display known, the X server's own framebuffer is captured (ImageMagick's `import`):
+        WebKitWebDriver's screenshot command, which asks the web process for a snapshot, sometimes
+        never answered in CI, while the X server always does."""
         path = self.shots_dir / f"{len(self.shots) + len(self.missed) + 1:02d}-{name}.png"
         try:
             # Two animation frames: the DOM state waited for is painted before the capture.
             self.d.execute_async_script("const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()))")
-            self.d.get_screenshot_as_file(str(path))
+            if self.display and shutil.which("import"):
+                subprocess.run(["import", "-display", self.display, "-window", "root", str(path)],
+                               capture_output=True, timeout=30, check=True)
+            else:
+                self.d.get_screenshot_as_file(str(path))
             self.shots.append(path.name)
         except Exception as e:
             self.missed.append(f"{path.name}: {type(e).__name__}")

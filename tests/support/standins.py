@@ -6,6 +6,7 @@
   touches the user's ~/.docker).
 - `Registry`: Debian's `docker-registry` on 127.0.0.1 with htpasswd auth, standing in for GHCR
   (Docker treats 127.0.0.0/8 registries as insecure, so plain HTTP works for login, push and pull).
+- `GitHubDouble`: tests/doubles/github_double.py as a process, with a fresh token (given on stdin).
 
 The Rust deploy tests have their own copies in console-core/tests/support/ (sshd.rs, registry.rs);
 these are the few parts a browser-driven test needs. Both stop their server on `close()`.
@@ -16,6 +17,7 @@ import base64
 import secrets
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -113,10 +115,10 @@ class Sshd:
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, user: str = "mlops-e2e") -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="mlops-e2e-registry-")
         self.dir = Path(self._tmp.name)
-        self.user = "mlops-e2e"
+        self.user = user
         self.password = secrets.token_hex(16)
         htpasswd = self.dir / "htpasswd"
         # -i: the password comes from stdin, never from a command line.
@@ -187,3 +189,30 @@ class Registry:
         _stop(self.proc)
         self._tmp.cleanup()
 
+
+
+class GitHubDouble:
+    SCRIPT = Path(__file__).resolve().parents[1] / "doubles" / "github_double.py"
+
+    def __init__(self) -> None:
+        self.token = "ghp_" + secrets.token_hex(18)
+        self.proc = subprocess.Popen([sys.executable, str(self.SCRIPT), "--token-stdin"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(self.token + "\n")
+        self.proc.stdin.close()
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            _stop(self.proc)
+            raise RuntimeError(f"the GitHub double did not start: {line}{self.proc.stdout.read()[-2000:]}")
+        self.url = f"http://{LOOPBACK}:{int(line.split()[-1])}"
+
+    def post(self, path: str, body: dict) -> None:
+        r = net.http_request("POST", self.url + path, json_body=body)
+        assert r.status == 200, f"POST {path}: {r.status} {r.body[:300]!r}"
+
+    def state(self) -> dict:
+        return net.http_get_json(self.url + "/_double/state")
+
+    def close(self) -> None:
+        _stop(self.proc)

@@ -22,3 +22,8 @@ export async function call(command, args = {}) {
 export function onEngine(fn) {
   return tauri().event.listen("engine", (ev) => fn(ev.payload));
 }
+
+/** Calls fn(message) for every EC2 provisioning progress line; returns a function that stops listening. */
+export function onProvision(fn) {
+  return tauri().event.listen("provision", (ev) => fn(String(ev.payload)));
+}

@@ -22,8 +22,9 @@ export class Deployments {
 
   async loadImages(select) {
     let images = [];
+    let note = null;
     try {
-      images = await call("images_list", { target: this.app.target });
+      ({ images, note } = await call("images_list", { target: this.app.target }));
     } catch (e) {
       toast(e.message, true);
     }
@@ -31,6 +32,9 @@ export class Deployments {
       ...images.map((i) => el("option", { value: i.tag }, `${i.tag} — ${i.detail}`)),
     );
     if (!images.length) select.append(el("option", { value: "" }, "no versions found"));
+    // Why the registry's tags are missing, where the user looks for them.
+    select.title = note ? `The registry's tags could not be listed: ${note}` : "";
+    if (note) select.append(el("option", { value: "", disabled: true }, `registry: ${note}`));
     return images;
   }
 
@@ -49,13 +53,14 @@ export class Deployments {
     for (const b of document.querySelectorAll("button[data-rollback]")) b.disabled = busy;
   }
 
-  /** Deploys `tag` to the current target, streaming into `view`. Resolves to the record or null. */
-  async deploy(tag, view) {
+  /** Deploys `tag` to the current target, streaming into `view`, through GitHub Actions when
+   * `viaGithub` (by default: as this page's switch says). Resolves to the record or null. */
+  async deploy(tag, view, viaGithub = $("#via-github").checked && !$("#via-github-wrap").hidden) {
     if (!tag) {
       toast("Choose a version to deploy.", true);
       return null;
     }
-    const viaGithub = this.app.target === "remote" && $("#via-github").checked && !$("#via-github-wrap").hidden;
+    viaGithub = viaGithub && this.app.target === "remote";
     return this.run(view, () => call(viaGithub ? "deploy_github" : "deploy", { target: this.app.target, tag }));
   }
 

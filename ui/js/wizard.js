@@ -1,8 +1,8 @@
 // The deployment wizard: credentials → platform → provision → GitHub → deploy → verify. Each step
 // checks before moving on; the step and the choices are saved, so a reopened app resumes here.
 
-import { call } from "./api.js";
-import { $, $$, el, toast } from "./dom.js";
+import { call, onProvision } from "./api.js";
+import { $, $$, confirmDialog, el, toast } from "./dom.js";
 import { PLATFORMS, advise, checkRemote, stepNote } from "./format.js";
 import { ProgressView, track } from "./progress.js";
 
@@ -256,7 +256,7 @@ export class Wizard {
         el("label", { class: "inline" }, el("input", { name: "open_service_port", type: "checkbox", checked: e.open_service_port }), "Also open the service port (the console itself uses an SSH tunnel)"),
         el("label", { class: "inline" }, el("input", { name: "allow_anywhere", type: "checkbox" }), "I accept SSH from anywhere (0.0.0.0/0) if I typed it"),
       ),
-      el("div", { class: "row" }, el("button", { type: "button", class: "primary", onclick: () => this.provision() }, r ? "Check / re-run provisioning" : "Provision")),
+      el("div", { class: "row" }, el("button", { type: "button", class: "primary", id: "provision-run", onclick: () => this.provision() }, r ? "Check / re-run provisioning" : "Provision")),
       el("pre", { class: "log", id: "provision-log", hidden: !r, tabindex: 0 }, r ? `Host ${r.host}, host key ${r.fingerprint || "not pinned yet"}` : ""),
     );
   }
@@ -264,8 +264,18 @@ export class Wizard {
   async provision() {
     const f = Object.fromEntries(new FormData($("#ec2-form")).entries());
     const log = $("#provision-log");
+    const button = $("#provision-run");
+    const say = (line) => {
+      log.textContent += `${line}\n`;
+      log.scrollTop = log.scrollHeight;
+    };
     log.hidden = false;
-    log.textContent = "Provisioning… (progress below)\n";
+    log.textContent = "";
+    say("Provisioning…");
+    this.error("");
+    // One run at a time: the button waits for this one; progress lines arrive as they happen.
+    button.disabled = true;
+    const stop = await onProvision((m) => say(`· ${m}`));
     try {
       const host = await call("provision_ec2", {
         request: {
@@ -273,18 +283,25 @@ export class Wizard {
           ssh_cidr: f.ssh_cidr || null, open_service_port: f.open_service_port === "on", allow_anywhere: f.allow_anywhere === "on",
         },
       });
-      log.textContent += `\nReady: ${host.instance_id} at ${host.host}\nHost key pinned: ${host.fingerprint}\n${host.warnings.map((w) => "warning: " + w).join("\n")}`;
+      say(`Ready: ${host.instance_id} at ${host.host}`);
+      say(host.fingerprint ? `Host key pinned: ${host.fingerprint}` : "Host key not pinned yet: run provisioning again in a minute.");
+      for (const w of host.warnings) say(`warning: ${w}`);
       await this.app.reloadSettings();
+      await this.app.refreshServing();
     } catch (e) {
-      log.textContent += `\n${e.message}`;
+      say(e.message);
       this.error(e.message);
+    } finally {
+      stop();
+      button.disabled = false;
     }
   }
 
   async leaveProvision() {
     if (this.app.settings.platform !== "ec2") return true;
     const r = this.app.settings.remote;
-    if (!r || !r.fingerprint) throw { message: "Provision the host first: the next steps need its address and pinned host key." };
+    if (!r) throw { message: "Provision the host first: the next steps need its address and pinned host key." };
+    if (!r.fingerprint) throw { message: `The host key of ${r.host} is not pinned yet: cloud-init prints it to the console a minute or two after boot. Run provisioning again (it creates nothing new) to pin it.` };
     return true;
   }
 
@@ -306,6 +323,8 @@ export class Wizard {
         el("button", { type: "button", onclick: () => this.githubCheck() }, "Check the workflow"),
         el("button", { type: "button", class: "primary", onclick: () => this.githubConfigure() }, "Write secrets and workflow")),
       el("pre", { class: "log", id: "gh-log", hidden: true, tabindex: 0 }),
+      el("div", { class: "row", id: "gh-replace-row", hidden: true },
+        el("button", { type: "button", id: "gh-replace", onclick: () => this.githubReplace() }, "Replace it with the console's workflow")),
     );
   }
 
@@ -320,9 +339,32 @@ export class Wizard {
     try {
       const s = await call("github_workflow_status", this.githubForm());
       log.textContent = s.state === "outdated" ? `The repository's workflow differs from the console's:\n${s.diff}` : `Workflow: ${s.state}.`;
+      // Replacing is offered for exactly the version whose difference is on screen.
+      this.shownSha = s.state === "outdated" ? s.sha : null;
+      $("#gh-replace-row").hidden = !this.shownSha;
     } catch (e) {
       log.textContent = e.message;
     }
+  }
+
+  async githubReplace() {
+    if (!this.shownSha) return;
+    const form = this.githubForm();
+    const ok = await confirmDialog(
+      "Replace the repository's deploy workflow?",
+      `.github/workflows/deploy.yml in ${form.repo} (${form.branch}) becomes the console's version, as a commit; the difference is shown above. If the file changed since, nothing is written.`,
+      "Replace the workflow",
+    );
+    if (!ok) return;
+    const log = $("#gh-log");
+    try {
+      const r = await call("github_install_workflow", { ...form, sha: this.shownSha });
+      log.textContent = `workflow .github/workflows/deploy.yml: ${r}`;
+    } catch (e) {
+      log.textContent = e.message;
+    }
+    this.shownSha = null;
+    $("#gh-replace-row").hidden = true;
   }
 
   async githubConfigure() {
@@ -332,6 +374,7 @@ export class Wizard {
     try {
       const r = await call("github_configure", this.githubForm());
       log.textContent = r.lines.join("\n");
+      $("#gh-replace-row").hidden = true;
       await this.app.reloadSettings();
     } catch (e) {
       log.textContent = e.message;
@@ -344,17 +387,22 @@ export class Wizard {
 
   // ------------------------------------------------------------------ 5 deploy
   async showDeploy() {
-    $("#deploy-hint").textContent = this.app.target === "sandbox"
+    const remote = this.app.target !== "sandbox";
+    const github = remote && this.app.settings.github?.configured;
+    $("#deploy-hint").textContent = !remote
       ? "Deploys one of the images built on this computer. The new version is tried beside the serving one first, then switched in; if it does not become ready the last healthy version comes back by itself."
-      : `Deploys over SSH: pull ${this.app.settings.remote?.image ?? "the image"}:<tag> on the host, try the new version beside the serving one, switch, gate on /readyz. Type the tag your workflow pushed (a version deployed before is listed).`;
+      : `Deploys over SSH: pull ${this.app.settings.remote?.image ?? "the image"}:<tag> on the host, try the new version beside the serving one, switch, gate on /readyz. Pick a tag (the ones deployed before come first, then the registry's), or type one.`
+        + (github ? ` Or through GitHub Actions: the console dispatches ${this.app.settings.github.repo}'s deploy workflow, follows its run step by step and shows its job log, then gates the result from here.` : "");
     // A remote host has no versions listed until one is deployed: its tags are typed in.
-    $("#wizard-custom-wrap").hidden = this.app.target === "sandbox";
+    $("#wizard-custom-wrap").hidden = !remote;
+    $("#wizard-via-github-wrap").hidden = !github;
     await this.app.deployments.loadImages($("#wizard-tag"));
   }
 
   async deploy() {
     const custom = $("#wizard-custom-wrap").hidden ? "" : $("#wizard-custom").value.trim();
-    const rec = await this.app.deployments.deploy(custom || $("#wizard-tag").value, this.progress);
+    const viaGithub = !$("#wizard-via-github-wrap").hidden && $("#wizard-via-github").checked;
+    const rec = await this.app.deployments.deploy(custom || $("#wizard-tag").value, this.progress, viaGithub);
     if (rec && rec.status === "succeeded") this.error("");
   }
 

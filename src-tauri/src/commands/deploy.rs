@@ -2,7 +2,9 @@
 //! command runs; `deploy_cancel` stops a deploy before its next step.
 
 use console_core::history::Step;
+use console_core::registry;
 use console_core::sandbox;
+use console_core::vault::SecretName;
 use console_core::Deployment;
 use serde::Serialize;
 use tauri::State;
@@ -16,25 +18,33 @@ pub struct Image {
     pub detail: String,
 }
 
-/// The versions that can be deployed: the sandbox's local images, or for a remote target the tags
-/// deployed before (a new tag is typed in the page).
+/// The versions that can be deployed: the sandbox's local images; for a remote target the tags
+/// deployed before, then the image's other tags in its registry (a tag can also be typed in the
+/// page). A registry that cannot be read leaves a `note` saying why; the list still comes.
+#[derive(Serialize)]
+pub struct Images {
+    pub images: Vec<Image>,
+    pub note: Option<String>,
+}
+
 #[tauri::command]
-pub async fn images_list(state: State<'_, AppState>, target: String) -> AppResult<Vec<Image>> {
+pub async fn images_list(state: State<'_, AppState>, target: String) -> AppResult<Images> {
     if target == "sandbox" {
         let tags = sandbox::local_tags(sandbox::IMAGE)
             .await
             .map_err(|e| crate::error::AppError::new("docker", e))?;
-        return Ok(tags
+        let images = tags
             .into_iter()
             .map(|i| Image {
                 detail: format!("built {} · {}", i.created, i.id),
                 tag: i.tag,
             })
-            .collect());
+            .collect();
+        return Ok(Images { images, note: None });
     }
     let name = state.history_name(&target)?;
     let mut seen = std::collections::BTreeSet::new();
-    Ok(state
+    let mut images: Vec<Image> = state
         .engine
         .history()
         .deployments(&name, 200)?
@@ -44,7 +54,25 @@ pub async fn images_list(state: State<'_, AppState>, target: String) -> AppResul
             detail: format!("deployed before ({})", d.status),
             tag: d.tag,
         })
-        .collect())
+        .collect();
+    let mut note = None;
+    if let Some(remote) = state.settings().remote.filter(|r| !r.image.is_empty()) {
+        let token = state.vault.get(&SecretName::GhcrToken).ok().flatten();
+        match registry::list_tags(&remote.image, &remote.registry_user, token.as_ref()).await {
+            // Newest-looking last in most registries' (lexical) order: list them from the end.
+            Ok(tags) => images.extend(
+                tags.into_iter()
+                    .rev()
+                    .filter(|t| seen.insert(t.clone()))
+                    .map(|tag| Image {
+                        detail: format!("in {}", remote.image),
+                        tag,
+                    }),
+            ),
+            Err(e) => note = Some(e.to_string()),
+        }
+    }
+    Ok(Images { images, note })
 }
 
 #[tauri::command]
