@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import ThreadingHTTPServer
@@ -174,3 +175,53 @@ def test_contents_match_the_description(spec, double):
     status, updated = call(double, "put", path, {**put, "sha": file["sha"]})
     assert status == 200
     jsonschema.validate(updated, _without_required(op["put"]["responses"]["200"]["content"]["application/json"]["schema"]))
+
+
+def test_the_actions_runner_runs_the_deploy_job_of_the_repository_workflow(double):
+    """The double's actions runner on a deploy job of `run:` steps only (no SSH): outputs feed later
+    expressions, secrets are masked in the log, a failing step fails the run and skips what follows,
+    and the jobs answer keeps GitHub's shape (checked against the description when it is present)."""
+    st = gd.Handler.state
+    repo = st.repos["acme/inference"]
+    repo["secrets"]["GHCR_PAT"] = "pat-value-0123456789"
+    repo.setdefault("files", {})[".github/workflows/deploy.yml"] = b"""
+jobs:
+  deploy:
+    steps:
+      - id: target
+        name: Image to deploy
+        env:
+          TAG: ${{ inputs.tag }}
+        run: echo "image=ghcr.io/${GITHUB_REPOSITORY}" >> "$GITHUB_OUTPUT"; echo "tag=$TAG" >> "$GITHUB_OUTPUT"
+      - name: Use it
+        env:
+          IMAGE: ${{ steps.target.outputs.image }}
+          PAT: ${{ secrets.GHCR_PAT }}
+        run: echo "deploying $IMAGE with $PAT"; exit 3
+      - name: Never
+        run: echo never
+"""
+    st.actions = {"registry": "127.0.0.1:5999", "ssh_port": 2222}
+    base = "/repos/acme/inference/actions"
+    status, details = call(double, "post", f"{base}/workflows/deploy.yml/dispatches",
+                           {"ref": "main", "inputs": {"tag": "v7"}, "return_run_details": True})
+    assert status == 200
+    run_id = details["workflow_run_id"]
+    deadline = time.monotonic() + 30
+    while (run := call(double, "get", f"{base}/runs/{run_id}")[1])["status"] != "completed":
+        assert time.monotonic() < deadline, run
+        time.sleep(0.05)
+    assert run["conclusion"] == "failure", run
+    status, jobs = call(double, "get", f"{base}/runs/{run_id}/jobs")
+    steps = [(s["name"], s["status"], s["conclusion"]) for s in jobs["jobs"][0]["steps"]]
+    assert steps == [("Set up job", "completed", "success"), ("Image to deploy", "completed", "success"),
+                     ("Use it", "completed", "failure"), ("Never", "completed", "skipped"),
+                     ("Complete job", "completed", "success")], steps
+    log = st.runs[run_id]["log"]
+    assert "deploying 127.0.0.1:5999/acme/inference with ***" in log, log
+    assert "pat-value" not in log and "Process completed with exit code 3" in log, log
+    # A dispatch of a workflow the repository does not hold is GitHub's 404.
+    assert call(double, "post", f"{base}/workflows/other.yml/dispatches", {"ref": "main", "inputs": {"tag": "v7"}})[0] == 404
+    if SPEC_FILE.exists():
+        spec = json.loads(SPEC_FILE.read_text())
+        jsonschema.validate(jobs, _without_required(response_schema(spec, "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", "get", 200)))

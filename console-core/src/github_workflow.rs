@@ -353,6 +353,52 @@ pub fn iso8601(secs: u64) -> String {
 mod tests {
     use super::*;
 
+    fn jobs(steps: &[(&str, &str, Option<&str>)]) -> Jobs {
+        Jobs {
+            jobs: vec![Job {
+                id: 7,
+                name: "deploy".into(),
+                conclusion: None,
+                steps: steps
+                    .iter()
+                    .zip(1..)
+                    .map(|((name, status, conclusion), number)| JobStep {
+                        name: name.to_string(),
+                        number,
+                        status: status.to_string(),
+                        conclusion: conclusion.map(str::to_string),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn job_steps_are_reported_once_per_change() {
+        let mut out = String::new();
+        let mut sink = |_: Stream, t: &str| out.push_str(t);
+        let mut r = StepReporter::default();
+        let running = jobs(&[
+            ("Set up job", "completed", Some("success")),
+            ("Deploy to EC2", "in_progress", None),
+            ("Complete job", "queued", None),
+        ]);
+        r.report(&running, &mut sink);
+        r.report(&running, &mut sink);
+        r.report(
+            &jobs(&[
+                ("Set up job", "completed", Some("success")),
+                ("Deploy to EC2", "completed", Some("failure")),
+                ("Complete job", "completed", Some("skipped")),
+            ]),
+            &mut sink,
+        );
+        assert_eq!(
+            out,
+            "deploy › Set up job: success\ndeploy › Deploy to EC2: in_progress\ndeploy › Deploy to EC2: failure\n"
+        );
+    }
+
     #[test]
     fn iso_dates() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
