@@ -11,6 +11,7 @@ use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, LINK, WWW_AUTHENTICATE
 use http::StatusCode;
 
 use crate::secret::Secret;
+use crate::service::encode;
 
 /// Per request; a registry that does not answer in time is reported, not waited on.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,7 +102,8 @@ pub async fn list_tags(
     let mut auth = client.basic.clone();
     let mut challenged = false;
     let mut tags = Vec::new();
-    for _ in 0..MAX_PAGES {
+    // One more round than pages: the answer to the challenge, when there is one.
+    for _ in 0..=MAX_PAGES {
         let (status, headers, body) = client.get(&url, auth.as_ref()).await?;
         if status == StatusCode::UNAUTHORIZED && !challenged {
             challenged = true;
@@ -110,14 +112,10 @@ pub async fn list_tags(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             auth = Some(client.authorize(challenge).await?);
-            let (status, headers, body) = client.get(&url, auth.as_ref()).await?;
-            if !client.page((status, headers, body), &mut tags, &mut url)? {
-                return Ok(tags);
-            }
             continue;
         }
         if !client.page((status, headers, body), &mut tags, &mut url)? {
-            return Ok(tags);
+            break;
         }
     }
     Ok(tags)
@@ -338,18 +336,6 @@ fn next_link(link: &str) -> Option<String> {
                     .to_string()
             })
     })
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

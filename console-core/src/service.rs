@@ -93,8 +93,9 @@ impl ServiceClient {
     }
 }
 
-/// Percent-encodes a query value (feature names are plain, but `:` and anything else is escaped).
-fn encode(s: &str) -> String {
+/// Percent-encodes a query value: RFC 3986's unreserved characters stay, anything else (`:`, `/`,
+/// spaces) is escaped. Also used for the registry's token request (`registry`).
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 import threading
@@ -190,7 +191,7 @@ class Job:
                 raise RunFailed(f"ssh-action: the `{name}` input is empty (is its secret set?)")
         if "REGISTRY" in env:
             env["REGISTRY"] = self._registry(env["REGISTRY"])
-        exports = "".join(f"export {n}={shell_quote(env.get(n, ''))}\n"
+        exports = "".join(f"export {n}={shlex.quote(env.get(n, ''))}\n"
                           for n in str(w.get("envs", "")).split(",") if n.strip())
         with tempfile.TemporaryDirectory(prefix="gh-double-ssh-") as d:
             known = Path(d) / "known_hosts"
@@ -255,6 +256,3 @@ class Job:
                 return
             time.sleep(0.2)
 
-
-def shell_quote(s: str) -> str:
-    return "'" + s.replace("'", "'\"'\"'") + "'"

@@ -257,13 +257,13 @@ class Handler(BaseHTTPRequestHandler):
     # POST dispatch
     def _post_4(self, match, body):
         full = f"{match['owner']}/{match['repo']}"
-        if self._repo(match) is None:
+        repo = self._repo(match)
+        if repo is None:
             return self._not_found()
         if not isinstance(body, dict) or not isinstance(body.get("ref"), str):
             return self._send(422, {"message": "Invalid request.\n\n\"ref\" is required"})
         if not isinstance(body.get("inputs", {}), dict) or "tag" not in body.get("inputs", {}):
             return self._send(422, {"message": "Required input 'tag' not provided"})
-        repo = self._repo(match)
         workflow = repo.get("files", {}).get(f".github/workflows/{match['wf']}")
         if self.state.actions is not None and workflow is None:
             return self._not_found()
