@@ -192,3 +192,17 @@ def test_train_script_is_reproducible(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in GENERATED_FILES:
         assert (out / name).read_bytes() == (MODEL_DIR / name).read_bytes(), f"{name} differs from the committed file"
+
+
+# (5) the example classifiers and regressor are exactly what examples.py exports
+EXAMPLE_FILES = ("model.onnx", "reference.csv", "holdout.csv")
+
+
+def test_example_models_are_reproducible(tmp_path):
+    proc = subprocess.run([sys.executable, str(MODEL_ROOT / "examples.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("wbc-gbt-classifier", "wine-classifier", "diabetes-regressor"):
+        for f in EXAMPLE_FILES:
+            assert (tmp_path / name / f).read_bytes() == (MODEL_ROOT / name / f).read_bytes(), \
+                f"{name}/{f} differs from the committed file"

@@ -33,20 +33,22 @@ fn full_day() -> Arc<Monitor> {
     for minute in 0..1440 {
         let at = now - minute * 60;
         // 64 rows and 10 requests a minute, a little feedback: every bucket has every kind of data.
-        let flat: Vec<f32> = rows
+        let flat: Vec<f64> = rows
             .rows
             .iter()
             .cycle()
             .skip(minute as usize % 50)
             .take(64)
             .flatten()
-            .map(|&v| v as f32)
+            .copied()
             .collect();
         let errors: Vec<f64> = (0..64).map(|i| 0.05 + 0.01 * f64::from(i % 20)).collect();
         events.push(Event::Scored {
             at,
             rows: flat,
-            errors,
+            scores: errors,
+            classes: Vec::new(),
+            quality: None,
         });
         for i in 0..10 {
             events.push(Event::Request {
@@ -63,6 +65,7 @@ fn full_day() -> Arc<Monitor> {
                 .map(|i| Labelled {
                     error: 0.05 * f64::from(i),
                     label: i % 3 == 0,
+                    ..Labelled::default()
                 })
                 .collect(),
         });
@@ -73,21 +76,17 @@ fn full_day() -> Arc<Monitor> {
 
 /// The events one scored request of `n` rows sends the recorder.
 fn request_events(rows: &[Vec<f64>], n: usize, at: i64) -> [Event; 2] {
-    let flat: Vec<f32> = rows
-        .iter()
-        .cycle()
-        .take(n)
-        .flatten()
-        .map(|&v| v as f32)
-        .collect();
+    let flat: Vec<f64> = rows.iter().cycle().take(n).flatten().copied().collect();
     [
         Event::Scored {
             at,
             rows: flat,
             // Scores scattered over two decades, as a real batch's are (not sorted).
-            errors: (0..n)
+            scores: (0..n)
                 .map(|i| 10f64.powf(-2.0 + ((i * 37) % 64) as f64 / 32.0))
                 .collect(),
+            classes: Vec::new(),
+            quality: None,
         },
         Event::Request {
             at,

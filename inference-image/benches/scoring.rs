@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 
 use inference::card::ModelCard;
 use inference::engine::{Engine, EngineConfig};
-use inference::request::{to_matrix, PredictRequest};
+use inference::request::{to_matrix, PredictRequest, Schema};
 use inference::scorer::{init_runtime, Scorer};
 
 const BATCHES: [usize; 2] = [1, 64];
@@ -90,10 +90,10 @@ fn body(rows: &[Vec<String>]) -> Vec<u8> {
     format!("{{\"rows\":[{}]}}", rows.join(",")).into_bytes()
 }
 
-fn matrix(rows: &[Vec<String>]) -> Vec<f32> {
+fn matrix(rows: &[Vec<String>]) -> Vec<f64> {
     rows.iter()
         .flatten()
-        .map(|v| v.parse::<f32>().expect("a number"))
+        .map(|v| v.parse::<f64>().expect("a number"))
         .collect()
 }
 
@@ -114,6 +114,7 @@ fn benches(c: &mut Criterion) {
     group.finish();
 
     // (b) JSON parse + validation into the row-major matrix.
+    let schema = Schema::new(&fx.card);
     let mut group = c.benchmark_group("request/parse_validate");
     for n in BATCHES {
         let bytes = body(&fx.rows[..n]);
@@ -121,7 +122,7 @@ fn benches(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &bytes, |b, bytes| {
             b.iter(|| {
                 let req: PredictRequest = serde_json::from_slice(black_box(bytes)).expect("parses");
-                to_matrix(&req, &fx.card, MAX_ROWS).expect("valid")
+                to_matrix(&req, &fx.card, &schema, MAX_ROWS).expect("valid")
             })
         });
     }

@@ -1,6 +1,7 @@
-//! The model card: what the service knows about the model it serves (feature order, training
-//! statistics, the anomaly threshold). It is the contract between `model/train.py`, the `card`
-//! subcommand and the scoring code.
+//! The model card: what the service knows about the model it serves (its task, feature order and
+//! how features reach the graph's inputs, training statistics, the score and its threshold, what to
+//! do with missing values). It is the contract between `model/train.py`, the `card` subcommand and
+//! the scoring code. Cards written before tasks existed are autoencoder cards and read unchanged.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,109 @@ pub const CARD_FILE: &str = "model_card.json";
 pub const SCHEMA_VERSION: u32 = 1;
 /// The only reconstruction-error definition the scorer implements.
 pub const ERROR_KIND: &str = "mean_squared_standardized";
+/// The score of a binary classifier: the probability of the positive class.
+pub const POSITIVE_PROBABILITY: &str = "positive_class_probability";
+/// The score of a multi-class classifier: the probability of the predicted class.
+pub const PREDICTED_PROBABILITY: &str = "predicted_class_probability";
+/// The score of a regressor: the predicted value.
+pub const PREDICTION: &str = "prediction";
+
+/// What the model predicts.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Reconstructs its input; a row is anomalous when the reconstruction error is large.
+    #[default]
+    Autoencoder,
+    /// Predicts a class with per-class probabilities (binary or multi-class).
+    Classifier,
+    /// Predicts one number.
+    Regressor,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Autoencoder => "autoencoder",
+            Task::Classifier => "classifier",
+            Task::Regressor => "regressor",
+        }
+    }
+}
+
+/// The element type a graph input takes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    Float32,
+    Float64,
+    Int64,
+}
+
+/// One graph input and the features it takes, in column order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: InputType,
+    pub features: Vec<String>,
+}
+
+/// How a classifier's probabilities come out of the graph.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbabilityLayout {
+    /// A float tensor [batch, classes], columns in `classes` order.
+    Tensor,
+    /// A sequence of maps int64 -> float (ZipMap over integer labels).
+    MapInt64,
+    /// A sequence of maps string -> float (ZipMap over string labels).
+    MapString,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassifierSpec {
+    /// The class labels as the graph names them, in the order of the probability columns.
+    pub classes: Vec<String>,
+    pub probabilities: ProbabilityLayout,
+    /// Binary only: the class whose probability is the score and is compared with the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_class: Option<String>,
+}
+
+/// What happens to a row with a missing value (null or left out).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingPolicy {
+    /// The whole request is refused (422), naming every missing value.
+    #[default]
+    Reject,
+    /// The value is replaced by the training mean or median and the row is scored.
+    Impute,
+    /// The rows without problems are scored; each refused row gets its own error (status 200).
+    PerRow,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ImputeWith {
+    #[default]
+    Mean,
+    Median,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MissingValues {
+    #[serde(default)]
+    pub policy: MissingPolicy,
+    #[serde(default)]
+    pub impute_with: ImputeWith,
+}
+
+impl MissingValues {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelCard {
@@ -19,9 +123,22 @@ pub struct ModelCard {
     pub version: String,
     #[serde(default)]
     pub description: String,
+    /// Cards without a task are autoencoder cards.
+    #[serde(default)]
+    pub task: Task,
     pub model_file: String,
+    /// The graph input when `inputs` is empty: one float32 tensor [batch, features].
     pub input_name: String,
+    /// Autoencoder: the reconstruction. Classifier: the probabilities. Regressor: the prediction.
     pub output_name: String,
+    /// How the features reach the graph when it is not one float32 matrix (several inputs,
+    /// float64 or int64 inputs, one named input per feature).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierSpec>,
+    #[serde(default, skip_serializing_if = "MissingValues::is_default")]
+    pub missing_values: MissingValues,
     pub features: Vec<FeatureStats>,
     pub score: ScoreSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,8 +168,13 @@ pub struct Histogram {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ScoreSpec {
+    /// What the per-row score is: the reconstruction error's definition (autoencoder), the
+    /// positive or predicted class's probability (classifier), the prediction (regressor).
     pub error: String,
-    pub threshold: f64,
+    /// Autoencoder: a row is anomalous above it. Binary classifier: the positive class is
+    /// predicted above it. None for multi-class classifiers and regressors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     pub threshold_rule: String,
     pub baseline: ScoreBaseline,
 }
@@ -63,7 +185,7 @@ pub struct ScoreBaseline {
     pub histogram: Histogram,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Evaluation {
     pub holdout_roc_auc: Option<f64>,
     #[serde(default)]
@@ -74,6 +196,18 @@ pub struct Evaluation {
     pub holdout_recall_at_threshold: Option<f64>,
     #[serde(default)]
     pub holdout_false_positive_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_log_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_mae: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_rmse: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_r2: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,18 +253,7 @@ impl ModelCard {
                 self.schema_version
             ));
         }
-        if self.score.error != ERROR_KIND {
-            return Err(format!(
-                "score.error is {:?}, this service computes {ERROR_KIND:?}",
-                self.score.error
-            ));
-        }
-        if !(self.score.threshold.is_finite() && self.score.threshold > 0.0) {
-            return Err(format!(
-                "score.threshold must be a positive number, got {}",
-                self.score.threshold
-            ));
-        }
+        self.check_score()?;
         if self.features.is_empty() {
             return Err("features is empty".into());
         }
@@ -147,7 +270,173 @@ impl ModelCard {
             }
             check_histogram(&f.histogram).map_err(|e| format!("feature {:?}: {e}", f.name))?;
         }
+        self.check_inputs()?;
         check_histogram(&self.score.baseline.histogram).map_err(|e| format!("score baseline: {e}"))
+    }
+
+    fn check_score(&self) -> Result<(), String> {
+        match (self.task, &self.classifier) {
+            (Task::Classifier, None) => return Err(
+                "a classifier card needs a \"classifier\" section (classes and probability layout)"
+                    .into(),
+            ),
+            (Task::Classifier, Some(c)) => check_classes(c)?,
+            (_, Some(_)) => {
+                return Err(format!(
+                    "the card has a \"classifier\" section but its task is {}",
+                    self.task.as_str()
+                ))
+            }
+            (_, None) => {}
+        }
+        let s = &self.score;
+        let classes = self.classifier.as_ref().map_or(0, |c| c.classes.len());
+        let want = match (self.task, classes) {
+            (Task::Autoencoder, _) => ERROR_KIND,
+            (Task::Classifier, 2) => POSITIVE_PROBABILITY,
+            (Task::Classifier, _) => PREDICTED_PROBABILITY,
+            (Task::Regressor, _) => PREDICTION,
+        };
+        if s.error != want {
+            return Err(format!(
+                "score.error is {:?}; for a {} this service computes {want:?}",
+                s.error,
+                self.task_phrase()
+            ));
+        }
+        match (self.task, classes) {
+            (Task::Autoencoder, _) => match s.threshold {
+                Some(t) if t.is_finite() && t > 0.0 => {}
+                other => {
+                    return Err(format!(
+                        "score.threshold must be a positive number, got {}",
+                        describe(other)
+                    ))
+                }
+            },
+            (Task::Classifier, 2) => match s.threshold {
+                Some(t) if t > 0.0 && t < 1.0 => {}
+                other => {
+                    return Err(format!(
+                        "score.threshold (the decision threshold) must be between 0 and 1, got {}",
+                        describe(other)
+                    ))
+                }
+            },
+            _ => {
+                if let Some(t) = s.threshold {
+                    return Err(format!(
+                        "score.threshold is {t}, but a {} has no threshold",
+                        self.task_phrase()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_inputs(&self) -> Result<(), String> {
+        if self.inputs.is_empty() {
+            return Ok(());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut fed = std::collections::HashSet::new();
+        for input in &self.inputs {
+            if !names.insert(input.name.as_str()) {
+                return Err(format!("input {:?} is listed twice", input.name));
+            }
+            if input.features.is_empty() {
+                return Err(format!("input {:?} takes no features", input.name));
+            }
+            for f in &input.features {
+                if !self.features.iter().any(|c| &c.name == f) {
+                    return Err(format!(
+                        "input {:?} takes {f:?}, which is not a feature of the card",
+                        input.name
+                    ));
+                }
+                if !fed.insert(f.as_str()) {
+                    return Err(format!("feature {f:?} is fed to more than one input"));
+                }
+            }
+        }
+        if let Some(f) = self
+            .features
+            .iter()
+            .find(|f| !fed.contains(f.name.as_str()))
+        {
+            return Err(format!("feature {:?} is not fed to any input", f.name));
+        }
+        Ok(())
+    }
+
+    /// "binary classifier", "3-class classifier", "regressor", "autoencoder".
+    pub fn task_phrase(&self) -> String {
+        match (&self.task, &self.classifier) {
+            (Task::Classifier, Some(c)) if c.classes.len() == 2 => "binary classifier".into(),
+            (Task::Classifier, Some(c)) => format!("{}-class classifier", c.classes.len()),
+            (task, _) => task.as_str().into(),
+        }
+    }
+
+    /// The graph's inputs: `inputs`, or one float32 matrix named `input_name` with every feature.
+    pub fn graph_inputs(&self) -> Vec<InputSpec> {
+        if !self.inputs.is_empty() {
+            return self.inputs.clone();
+        }
+        vec![InputSpec {
+            name: self.input_name.clone(),
+            dtype: InputType::Float32,
+            features: self.features.iter().map(|f| f.name.clone()).collect(),
+        }]
+    }
+
+    /// Per feature, whether the graph takes it as an integer (int64 input).
+    pub fn integer_features(&self) -> Vec<bool> {
+        let ints: std::collections::HashSet<&str> = self
+            .inputs
+            .iter()
+            .filter(|i| i.dtype == InputType::Int64)
+            .flat_map(|i| i.features.iter().map(String::as_str))
+            .collect();
+        self.features
+            .iter()
+            .map(|f| ints.contains(f.name.as_str()))
+            .collect()
+    }
+
+    /// Per feature, the value a missing one is replaced by under the `impute` policy.
+    pub fn impute_values(&self) -> Vec<f64> {
+        let integer = self.integer_features();
+        self.features
+            .iter()
+            .zip(integer)
+            .map(|(f, int)| {
+                let v = match self.missing_values.impute_with {
+                    ImputeWith::Mean => f.mean,
+                    ImputeWith::Median => f.quantiles.get("p50").copied().unwrap_or(f.mean),
+                };
+                if int {
+                    v.round()
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    /// The binary classifier's positive class index, if this is one.
+    pub fn positive_class(&self) -> Option<usize> {
+        let c = self.classifier.as_ref()?;
+        if c.classes.len() != 2 {
+            return None;
+        }
+        Some(
+            c.positive_class
+                .as_ref()
+                .and_then(|p| c.classes.iter().position(|k| k == p))
+                .unwrap_or(1),
+        )
     }
 
     pub fn feature_names(&self) -> impl Iterator<Item = &str> {
@@ -157,6 +446,42 @@ impl ModelCard {
     pub fn width(&self) -> usize {
         self.features.len()
     }
+}
+
+fn describe(t: Option<f64>) -> String {
+    t.map_or_else(|| "none".to_string(), |t| t.to_string())
+}
+
+fn check_classes(c: &ClassifierSpec) -> Result<(), String> {
+    if c.classes.len() < 2 {
+        return Err(format!(
+            "a classifier needs at least 2 classes, the card lists {}",
+            c.classes.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for k in &c.classes {
+        if !seen.insert(k.as_str()) {
+            return Err(format!("class {k:?} is listed twice"));
+        }
+        if c.probabilities == ProbabilityLayout::MapInt64 && k.parse::<i64>().is_err() {
+            return Err(format!(
+                "class {k:?} is not an integer, but the probabilities are a map keyed by int64"
+            ));
+        }
+    }
+    if let Some(p) = &c.positive_class {
+        if c.classes.len() != 2 {
+            return Err("positive_class is only for binary classifiers".into());
+        }
+        if !c.classes.contains(p) {
+            return Err(format!(
+                "positive_class {p:?} is not one of the classes {:?}",
+                c.classes
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_histogram(h: &Histogram) -> Result<(), String> {
@@ -174,4 +499,120 @@ fn check_histogram(h: &Histogram) -> Result<(), String> {
         return Err("histogram bin edges are not strictly increasing".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled() -> ModelCard {
+        ModelCard::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/model/wbc-autoencoder"
+        )))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_card_written_before_tasks_reads_as_an_autoencoder_and_writes_back_the_same() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("model/wbc-autoencoder/model_card.json"),
+        )
+        .unwrap();
+        assert!(!text.contains("\"task\""));
+        let card = bundled();
+        assert_eq!(card.task, Task::Autoencoder);
+        assert_eq!(card.missing_values, MissingValues::default());
+        assert_eq!(card.graph_inputs().len(), 1);
+        let written: serde_json::Value = serde_json::to_value(&card).unwrap();
+        for absent in ["inputs", "classifier", "missing_values"] {
+            assert!(
+                written.get(absent).is_none(),
+                "{absent} written for an old card"
+            );
+        }
+    }
+
+    fn classifier(classes: &[&str], layout: ProbabilityLayout) -> ModelCard {
+        let mut card = bundled();
+        card.task = Task::Classifier;
+        card.classifier = Some(ClassifierSpec {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            probabilities: layout,
+            positive_class: None,
+        });
+        card.score.error = if classes.len() == 2 {
+            POSITIVE_PROBABILITY
+        } else {
+            PREDICTED_PROBABILITY
+        }
+        .into();
+        card.score.threshold = (classes.len() == 2).then_some(0.5);
+        card
+    }
+
+    #[test]
+    fn each_task_checks_its_score_threshold_and_classes() {
+        classifier(&["no", "yes"], ProbabilityLayout::Tensor)
+            .check()
+            .unwrap();
+        classifier(&["0", "1", "2"], ProbabilityLayout::MapInt64)
+            .check()
+            .unwrap();
+        let err = |card: ModelCard| card.check().unwrap_err();
+
+        let mut c = classifier(&["no", "yes"], ProbabilityLayout::Tensor);
+        c.score.threshold = Some(1.5);
+        assert!(err(c).contains("between 0 and 1"));
+        let mut c = classifier(&["a", "b", "c"], ProbabilityLayout::Tensor);
+        c.score.threshold = Some(0.5);
+        assert!(err(c).contains("has no threshold"));
+        assert!(
+            err(classifier(&["a", "b"], ProbabilityLayout::MapInt64)).contains("not an integer")
+        );
+        assert!(err(classifier(&["a", "a"], ProbabilityLayout::Tensor)).contains("twice"));
+        assert!(err(classifier(&["a"], ProbabilityLayout::Tensor)).contains("at least 2"));
+        let mut c = classifier(&["no", "yes"], ProbabilityLayout::Tensor);
+        c.classifier.as_mut().unwrap().positive_class = Some("maybe".into());
+        assert!(err(c).contains("not one of the classes"));
+        let mut c = classifier(&["no", "yes"], ProbabilityLayout::Tensor);
+        c.classifier = None;
+        assert!(err(c).contains("needs a \"classifier\" section"));
+
+        let mut r = bundled();
+        r.task = Task::Regressor;
+        assert!(err(r.clone()).contains("\"prediction\""));
+        r.score.error = PREDICTION.into();
+        assert!(err(r.clone()).contains("has no threshold"));
+        r.score.threshold = None;
+        r.check().unwrap();
+    }
+
+    #[test]
+    fn inputs_must_feed_every_feature_once() {
+        let mut card = bundled();
+        let names: Vec<String> = card.features.iter().map(|f| f.name.clone()).collect();
+        card.inputs = names
+            .iter()
+            .map(|n| InputSpec {
+                name: n.clone(),
+                dtype: InputType::Float64,
+                features: vec![n.clone()],
+            })
+            .collect();
+        card.check().unwrap();
+        assert_eq!(card.graph_inputs().len(), names.len());
+        let mut twice = card.clone();
+        twice.inputs[1].features = vec![names[0].clone()];
+        assert!(twice.check().unwrap_err().contains("more than one input"));
+        let mut unfed = card.clone();
+        unfed.inputs.pop();
+        assert!(unfed.check().unwrap_err().contains("not fed to any input"));
+        let mut unknown = card;
+        unknown.inputs[0].features = vec!["nope".into()];
+        assert!(unknown
+            .check()
+            .unwrap_err()
+            .contains("not a feature of the card"));
+    }
 }

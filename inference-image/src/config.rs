@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::access::Secret;
+use crate::card::{ImputeWith, MissingPolicy, Task};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "inference",
     version,
-    about = "Scores rows with an ONNX anomaly-detection autoencoder over HTTP"
+    about = "Serves a tabular ONNX model (autoencoder, classifier or regressor) over HTTP, and watches it"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,7 +26,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Exit 0 if the service answers 200 on its readiness URL (the container's HEALTHCHECK).
     Health(HealthArgs),
-    /// Build a model directory (model.onnx + model_card.json) from your ONNX autoencoder and a reference CSV.
+    /// Build a model directory (model.onnx + model_card.json) from your ONNX model and a reference CSV.
     Card(CardArgs),
 }
 
@@ -124,23 +125,48 @@ impl HealthArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CardArgs {
-    /// Your ONNX autoencoder: one float input [batch, n_features], one output of the same shape.
+    /// What the model predicts.
+    #[arg(long, value_enum, default_value_t = Task::Autoencoder)]
+    pub task: Task,
+    /// Your ONNX model. Autoencoder: one float input [batch, n_features] and an output of the same
+    /// shape. Classifier: per-class probabilities (a tensor, or ZipMap's sequence of maps).
+    /// Regressor: one number per row. Inputs may be float32, float64 or int64, one tensor or
+    /// several (taking the CSV's columns in input order, or one input per feature named like it).
     #[arg(long)]
     pub model: PathBuf,
-    /// CSV of normal rows (header = feature names in model input order): the training baseline.
+    /// CSV of reference rows (header = feature names in model input order): the training baseline
+    /// (an autoencoder's should be normal rows).
     #[arg(long)]
     pub reference: PathBuf,
-    /// CSV of other normal rows to set the threshold on (default: the reference rows).
+    /// CSV of other rows to set the autoencoder's threshold on and to take every task's score
+    /// baseline from (default: the reference rows).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
-    /// CSV of labelled rows (features + label column, 1 = anomaly) to report ROC-AUC on.
+    /// CSV of labelled rows (features + the label column) to report held-out metrics on:
+    /// autoencoder: 1 = anomaly; classifier: the class; regressor: the true value.
     #[arg(long)]
     pub holdout: Option<PathBuf>,
     #[arg(long, default_value = "label")]
     pub label_column: String,
-    /// Quantile of the calibration errors used as the anomaly threshold.
+    /// Autoencoder: the quantile of the calibration errors used as the anomaly threshold.
     #[arg(long, default_value_t = 0.95)]
     pub threshold_quantile: f64,
+    /// Classifier: the class labels in probability-column order, comma-separated (default: read
+    /// from the graph's ZipMap keys or label output).
+    #[arg(long)]
+    pub classes: Option<String>,
+    /// Binary classifier: the class whose probability is the score (default: the second class).
+    #[arg(long)]
+    pub positive_class: Option<String>,
+    /// Binary classifier: the positive class is predicted when its probability is above this.
+    #[arg(long, default_value_t = 0.5)]
+    pub decision_threshold: f64,
+    /// What a row with a missing value gets: refused with its request, imputed, or refused alone.
+    #[arg(long, value_enum, default_value_t = MissingPolicy::Reject)]
+    pub missing: MissingPolicy,
+    /// The value imputed for a missing one: the training mean or median.
+    #[arg(long, value_enum, default_value_t = ImputeWith::Mean)]
+    pub impute_with: ImputeWith,
     /// Output directory (created; model.onnx is copied into it).
     #[arg(long)]
     pub out: PathBuf,
@@ -148,9 +174,10 @@ pub struct CardArgs {
     pub name: String,
     #[arg(long, default_value = "1.0.0")]
     pub version: String,
-    /// Input and output names (default: the model's first input and output).
+    /// Check that the model has this input (the inputs are found from the graph).
     #[arg(long)]
     pub input_name: Option<String>,
+    /// The output that carries the answer, when the graph has several that could.
     #[arg(long)]
     pub output_name: Option<String>,
     #[command(flatten)]

@@ -20,7 +20,7 @@ use std::thread;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::card::ModelCard;
-use crate::scorer::{ModelError, Scorer};
+use crate::scorer::{ModelError, Outputs, Scorer};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -54,15 +54,15 @@ struct Pool {
     queued: AtomicUsize,
 }
 
-/// The rows a request sent, given back with their reconstruction errors (for monitoring).
+/// The rows a request sent, given back with the model's outputs for them (for monitoring).
 #[derive(Debug)]
 pub struct Scored {
-    pub rows: Vec<f32>,
-    pub errors: Vec<f64>,
+    pub rows: Vec<f64>,
+    pub outputs: Outputs,
 }
 
 struct Job {
-    rows: Vec<f32>,
+    rows: Vec<f64>,
     reply: oneshot::Sender<Result<Scored, String>>,
 }
 
@@ -124,23 +124,23 @@ impl Engine {
             .map_err(|_| EngineError::Overloaded(self.max_concurrent))
     }
 
-    /// Scores `rows` (row-major, the card's width per row): each row's reconstruction error, with
+    /// Scores `rows` (row-major, the card's width per row): the model's outputs for each row, with
     /// the rows handed back.
     pub async fn score(
         &self,
         _permit: &OwnedSemaphorePermit,
-        rows: Vec<f32>,
+        rows: Vec<f64>,
     ) -> Result<Scored, EngineError> {
         self.submit(rows).await
     }
 
-    /// A real forward pass outside admission control, for readiness checks.
-    pub async fn probe(&self, row: Vec<f32>) -> Result<f64, EngineError> {
+    /// A real forward pass outside admission control, for readiness checks: the row's score.
+    pub async fn probe(&self, row: Vec<f64>) -> Result<f64, EngineError> {
         let scored = self.submit(row).await?;
-        Ok(scored.errors.first().copied().unwrap_or(f64::NAN))
+        Ok(scored.outputs.scores.first().copied().unwrap_or(f64::NAN))
     }
 
-    async fn submit(&self, rows: Vec<f32>) -> Result<Scored, EngineError> {
+    async fn submit(&self, rows: Vec<f64>) -> Result<Scored, EngineError> {
         debug_assert_eq!(rows.len() % self.width, 0);
         let rows = match self.score_inline(rows) {
             Ok(scored) => return scored,
@@ -164,7 +164,7 @@ impl Engine {
 
     /// Scores a small request here and now if it is the only one admitted, no job is queued and a
     /// session is free; otherwise hands the rows back for the workers.
-    fn score_inline(&self, rows: Vec<f32>) -> Result<Result<Scored, EngineError>, Vec<f32>> {
+    fn score_inline(&self, rows: Vec<f64>) -> Result<Result<Scored, EngineError>, Vec<f64>> {
         let alone = self.permits.available_permits() + 1 >= self.max_concurrent;
         if rows.len() > INLINE_MAX_ROWS * self.width
             || !alone
@@ -175,10 +175,10 @@ impl Engine {
         let Some(mut scorer) = self.pool.scorers.iter().find_map(|s| s.try_lock().ok()) else {
             return Err(rows);
         };
-        let result = scorer.errors(&rows);
+        let result = scorer.score(&rows);
         drop(scorer);
         Ok(match result {
-            Ok(errors) => Ok(Scored { rows, errors }),
+            Ok(outputs) => Ok(Scored { rows, outputs }),
             Err(e) => Err(e.into()),
         })
     }
@@ -187,7 +187,7 @@ impl Engine {
 fn worker(pool: &Pool, index: usize, rx: &Mutex<Receiver<Job>>, width: usize, max_rows: usize) {
     let mut batch: Vec<Job> = Vec::new();
     let mut carried: Option<Job> = None;
-    let mut rows: Vec<f32> = Vec::new();
+    let mut rows: Vec<f64> = Vec::new();
     loop {
         {
             let Ok(rx) = rx.lock() else { return };
@@ -227,13 +227,13 @@ fn worker(pool: &Pool, index: usize, rx: &Mutex<Receiver<Job>>, width: usize, ma
 }
 
 /// Scores the jobs in one forward pass and answers each with its own rows' errors.
-fn score_batch(scorer: &mut Scorer, batch: &mut Vec<Job>, rows: &mut Vec<f32>, width: usize) {
+fn score_batch(scorer: &mut Scorer, batch: &mut Vec<Job>, rows: &mut Vec<f64>, width: usize) {
     if batch.len() == 1 {
         let job = batch.pop().expect("one job");
-        let result = match scorer.errors(&job.rows) {
-            Ok(errors) => Ok(Scored {
+        let result = match scorer.score(&job.rows) {
+            Ok(outputs) => Ok(Scored {
                 rows: job.rows,
-                errors,
+                outputs,
             }),
             Err(e) => Err(e.to_string()),
         };
@@ -244,16 +244,16 @@ fn score_batch(scorer: &mut Scorer, batch: &mut Vec<Job>, rows: &mut Vec<f32>, w
     for job in batch.iter() {
         rows.extend_from_slice(&job.rows);
     }
-    match scorer.errors(rows) {
-        Ok(errors) => {
+    match scorer.score(rows) {
+        Ok(outputs) => {
             let mut offset = 0;
             for job in batch.drain(..) {
                 let n = job.rows.len() / width;
-                let errors = errors[offset..offset + n].to_vec();
+                let outputs = outputs.slice(offset, offset + n);
                 offset += n;
                 let _ = job.reply.send(Ok(Scored {
                     rows: job.rows,
-                    errors,
+                    outputs,
                 }));
             }
         }

@@ -48,7 +48,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
             max_concurrent: args.max_concurrent,
         },
     )?;
-    let probe_row: Vec<f32> = card.features.iter().map(|f| f.mean as f32).collect();
+    let probe_row: Vec<f64> = card.impute_values();
     let warmup = engine
         .probe(probe_row.clone())
         .await
@@ -56,9 +56,11 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
     tracing::info!(
         model = %card.name,
         version = %card.version,
+        task = %card.task_phrase(),
         features = card.width(),
-        threshold = card.score.threshold,
-        warmup_error = warmup,
+        threshold = ?card.score.threshold,
+        missing_values = ?card.missing_values.policy,
+        warmup_score = warmup,
         "model loaded"
     );
     let limits = Limits {
@@ -89,6 +91,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
         openapi: http::openapi_document(&card, &limits, service_version),
         monitor,
         access,
+        schema: request::Schema::new(&card),
         card,
         info: BuildInfo {
             service_version,

@@ -1,13 +1,15 @@
-//! One ONNX Runtime session and the arithmetic that turns a reconstruction into a score.
-//! A `Scorer` is owned by exactly one worker thread (`Session::run` takes `&mut self`).
+//! One ONNX Runtime session and what turns its outputs into the task's predictions: a
+//! reconstruction into an error (autoencoder), probabilities into a class (classifier), one column
+//! into a value (regressor). A `Scorer` is owned by exactly one worker thread (`Session::run` takes
+//! `&mut self`).
 
 use std::path::Path;
 
 use ort::environment::Environment;
 use ort::session::{builder::GraphOptimizationLevel, Session};
-use ort::value::TensorRef;
+use ort::value::{DynMapValueType, DynValue, Tensor, TensorElementType, TensorRef, ValueType};
 
-use crate::card::ModelCard;
+use crate::card::{InputType, ModelCard, ProbabilityLayout, Task};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -43,14 +45,88 @@ pub fn init_runtime(library: &Path) -> Result<Environment, ModelError> {
     })
 }
 
+/// What a forward pass gives for a batch of rows, in row order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outputs {
+    /// The one number per row that monitoring watches: the reconstruction error (autoencoder),
+    /// the positive class's probability (binary classifier), the predicted class's probability
+    /// (multi-class classifier), the predicted value (regressor).
+    pub scores: Vec<f64>,
+    /// Classifier: the predicted class per row (an index into the card's classes).
+    pub classes: Vec<u32>,
+    /// Classifier: every class's probability, row-major.
+    pub probabilities: Vec<f32>,
+}
+
+impl Outputs {
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// The rows in `start..end`.
+    pub fn slice(&self, start: usize, end: usize) -> Outputs {
+        let per_row = if self.scores.is_empty() {
+            0
+        } else {
+            self.probabilities.len() / self.scores.len()
+        };
+        Outputs {
+            scores: self.scores[start..end].to_vec(),
+            classes: if self.classes.is_empty() {
+                Vec::new()
+            } else {
+                self.classes[start..end].to_vec()
+            },
+            probabilities: self.probabilities[start * per_row..end * per_row].to_vec(),
+        }
+    }
+}
+
+/// How the rows become the graph's inputs.
+struct Feed {
+    inputs: Vec<FeedInput>,
+    /// The one float32 input takes every feature in card order: the rows are fed as they are.
+    plain: bool,
+}
+
+struct FeedInput {
+    name: String,
+    dtype: InputType,
+    /// Card feature indices, in the input's column order.
+    columns: Vec<usize>,
+}
+
+/// How the task's answer is read from the outputs.
+enum Decode {
+    Reconstruction {
+        output: String,
+        inv_std: Vec<f64>,
+    },
+    Probabilities {
+        output: String,
+        layout: ProbabilityLayout,
+        classes: Vec<String>,
+        /// Binary: the positive class and the decision threshold.
+        binary: Option<(usize, f64)>,
+    },
+    Value {
+        output: String,
+    },
+}
+
 pub struct Scorer {
     session: Session,
     width: usize,
-    inv_std: Vec<f64>,
+    feed: Feed,
+    decode: Decode,
 }
 
 impl Scorer {
-    /// Opens `model_path` with one intra-op thread and checks its input and output against the card.
+    /// Opens `model_path` with one intra-op thread and checks its inputs and outputs against the card.
     pub fn open(
         env: &Environment,
         model_path: &Path,
@@ -58,66 +134,206 @@ impl Scorer {
     ) -> Result<Self, ModelError> {
         let session = open_session(env, model_path)?;
         let width = card.width();
-        let (input_width, output_width) = io_widths(&session, &card.input_name, &card.output_name)?;
-        if input_width != Some(width) {
-            return Err(ModelError::Mismatch(format!(
-                "input {:?} takes {} features but the card lists {width}",
-                card.input_name,
-                describe_width(input_width)
-            )));
-        }
-        if output_width != Some(width) {
-            return Err(ModelError::Mismatch(format!(
-                "output {:?} has {} columns but an autoencoder must reconstruct all {width} features",
-                card.output_name,
-                describe_width(output_width)
-            )));
-        }
-        let inv_std = card.features.iter().map(|f| 1.0 / f.std).collect();
+        let feed = feed(&session, card)?;
+        let decode = decode(&session, card)?;
         Ok(Self {
             session,
             width,
-            inv_std,
+            feed,
+            decode,
         })
     }
 
-    /// Runs the model on `rows` (row-major, `width` values per row) and returns each row's
-    /// reconstruction error: the mean over features of ((x - x̂) / std)². Rows are independent: a row
-    /// far enough outside the training range to overflow the model gets a non-finite error and does
-    /// not affect the others.
-    pub fn errors(&mut self, rows: &[f32]) -> Result<Vec<f64>, ModelError> {
+    /// Runs the model on `rows` (row-major, the card's width per row, card order). Rows are
+    /// independent: a row far enough outside the training range to overflow an autoencoder gets a
+    /// non-finite error and does not affect the others.
+    pub fn score(&mut self, rows: &[f64]) -> Result<Outputs, ModelError> {
         let n = rows.len() / self.width;
-        let input = TensorRef::from_array_view(([n, self.width], rows))
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![input])
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        let (shape, recon) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        if recon.len() != rows.len() {
-            return Err(ModelError::Run(format!(
-                "output shape {shape:?} does not match the input's {n}x{}",
-                self.width
-            )));
+        let run = |e: ort::Error| ModelError::Run(e.to_string());
+        let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(self.feed.inputs.len());
+        let plain32: Vec<f32>;
+        let outputs = if self.feed.plain {
+            plain32 = rows.iter().map(|&v| v as f32).collect();
+            let input = TensorRef::from_array_view(([n, self.width], &plain32[..])).map_err(run)?;
+            self.session.run(ort::inputs![input]).map_err(run)?
+        } else {
+            for input in &self.feed.inputs {
+                let k = input.columns.len();
+                let column = |r: usize, c: usize| rows[r * self.width + c];
+                let cells = (0..n).flat_map(|r| input.columns.iter().map(move |&c| (r, c)));
+                let value: DynValue = match input.dtype {
+                    InputType::Float32 => {
+                        let data: Vec<f32> = cells.map(|(r, c)| column(r, c) as f32).collect();
+                        Tensor::from_array(([n, k], data)).map_err(run)?.into_dyn()
+                    }
+                    InputType::Float64 => {
+                        let data: Vec<f64> = cells.map(|(r, c)| column(r, c)).collect();
+                        Tensor::from_array(([n, k], data)).map_err(run)?.into_dyn()
+                    }
+                    InputType::Int64 => {
+                        let data: Vec<i64> = cells.map(|(r, c)| column(r, c) as i64).collect();
+                        Tensor::from_array(([n, k], data)).map_err(run)?.into_dyn()
+                    }
+                };
+                feeds.push((input.name.clone(), value));
+            }
+            self.session.run(feeds).map_err(run)?
+        };
+        match &self.decode {
+            Decode::Reconstruction { output, inv_std } => {
+                let recon = floats(&outputs[output.as_str()], output)?;
+                if recon.len() != rows.len() {
+                    return Err(ModelError::Run(format!(
+                        "output {output:?} has {} values for {n} rows of {} features",
+                        recon.len(),
+                        self.width
+                    )));
+                }
+                let scores = rows
+                    .chunks_exact(self.width)
+                    .zip(recon.chunks_exact(self.width))
+                    .map(|(x, xhat)| reconstruction_error(x, xhat, inv_std))
+                    .collect();
+                Ok(Outputs {
+                    scores,
+                    ..Outputs::default()
+                })
+            }
+            Decode::Value { output } => {
+                let values = floats(&outputs[output.as_str()], output)?;
+                if values.len() != n {
+                    return Err(ModelError::Run(format!(
+                        "output {output:?} has {} values for {n} rows",
+                        values.len()
+                    )));
+                }
+                Ok(Outputs {
+                    scores: values.iter().map(|&v| f64::from(v)).collect(),
+                    ..Outputs::default()
+                })
+            }
+            Decode::Probabilities {
+                output,
+                layout,
+                classes,
+                binary,
+            } => {
+                let value = &outputs[output.as_str()];
+                let probabilities = match layout {
+                    ProbabilityLayout::Tensor => floats(value, output)?,
+                    ProbabilityLayout::MapInt64 | ProbabilityLayout::MapString => {
+                        from_maps(value, *layout, classes)?
+                    }
+                };
+                let k = classes.len();
+                if probabilities.len() != n * k {
+                    return Err(ModelError::Run(format!(
+                        "output {output:?} has {} probabilities for {n} rows of {k} classes",
+                        probabilities.len()
+                    )));
+                }
+                let mut scores = Vec::with_capacity(n);
+                let mut predicted = Vec::with_capacity(n);
+                for p in probabilities.chunks_exact(k) {
+                    let (class, score) = match binary {
+                        Some((positive, threshold)) => {
+                            let score = f64::from(p[*positive]);
+                            let class = if score > *threshold {
+                                *positive
+                            } else {
+                                1 - *positive
+                            };
+                            (class, score)
+                        }
+                        None => {
+                            let class = argmax(p);
+                            (class, f64::from(p[class]))
+                        }
+                    };
+                    scores.push(score);
+                    predicted.push(class as u32);
+                }
+                Ok(Outputs {
+                    scores,
+                    classes: predicted,
+                    probabilities,
+                })
+            }
         }
-        let errors = rows
-            .chunks_exact(self.width)
-            .zip(recon.chunks_exact(self.width))
-            .map(|(x, xhat)| reconstruction_error(x, xhat, &self.inv_std))
-            .collect::<Vec<_>>();
-        Ok(errors)
+    }
+
+    /// The autoencoder's reconstruction errors (the score of every task, for card building).
+    pub fn errors(&mut self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
+        Ok(self.score(rows)?.scores)
     }
 }
 
-pub fn reconstruction_error(x: &[f32], xhat: &[f32], inv_std: &[f64]) -> f64 {
+/// The index of the largest value, the first one on ties (as ONNX's ArgMax).
+pub fn argmax(p: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in p.iter().enumerate() {
+        if v > p[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A float32 or float64 tensor's values as float32 (probabilities, reconstructions, predictions).
+fn floats(value: &DynValue, name: &str) -> Result<Vec<f32>, ModelError> {
+    if let Ok((_, v)) = value.try_extract_tensor::<f32>() {
+        return Ok(v.to_vec());
+    }
+    if let Ok((_, v)) = value.try_extract_tensor::<f64>() {
+        return Ok(v.iter().map(|&x| x as f32).collect());
+    }
+    Err(ModelError::Run(format!(
+        "output {name:?} is {}, not a float tensor",
+        value.dtype()
+    )))
+}
+
+/// ZipMap's sequence of maps (one per row) as row-major probabilities in `classes` order.
+fn from_maps(
+    value: &DynValue,
+    layout: ProbabilityLayout,
+    classes: &[String],
+) -> Result<Vec<f32>, ModelError> {
+    let run = |e: ort::Error| ModelError::Run(e.to_string());
+    let maps = value
+        .try_extract_sequence::<DynMapValueType>()
+        .map_err(run)?;
+    let mut out = Vec::with_capacity(maps.len() * classes.len());
+    for map in &maps {
+        let row_start = out.len();
+        match layout {
+            ProbabilityLayout::MapInt64 => {
+                let pairs = map.try_extract_key_values::<i64, f32>().map_err(run)?;
+                for class in classes {
+                    let key: i64 = class.parse().unwrap_or(i64::MIN);
+                    out.push(pairs.iter().find(|(k, _)| *k == key).map_or(0.0, |p| p.1));
+                }
+            }
+            _ => {
+                let pairs = map.try_extract_key_values::<String, f32>().map_err(run)?;
+                for class in classes {
+                    out.push(pairs.iter().find(|(k, _)| k == class).map_or(0.0, |p| p.1));
+                }
+            }
+        }
+        debug_assert_eq!(out.len() - row_start, classes.len());
+    }
+    Ok(out)
+}
+
+pub fn reconstruction_error(x: &[f64], xhat: &[f32], inv_std: &[f64]) -> f64 {
     let sum: f64 = x
         .iter()
         .zip(xhat)
         .zip(inv_std)
         .map(|((&a, &b), &s)| {
-            let d = (f64::from(a) - f64::from(b)) * s;
+            // The model saw the float32 value, so the difference is taken on it too.
+            let d = (f64::from(a as f32) - f64::from(b)) * s;
             d * d
         })
         .sum();
@@ -142,37 +358,179 @@ pub fn open_session(env: &Environment, model_path: &Path) -> Result<Session, Mod
         .map_err(|e| load_err(&e))
 }
 
-/// Static widths (last dimension) of the named input and output, `None` when dynamic.
-pub fn io_widths(
-    session: &Session,
-    input: &str,
-    output: &str,
-) -> Result<(Option<usize>, Option<usize>), ModelError> {
-    let find = |outlets: &[ort::value::Outlet], name: &str, what: &str| {
-        let names: Vec<_> = outlets.iter().map(|o| o.name().to_string()).collect();
-        outlets
+/// The graph's inputs, matched with the card's: every one exists, takes [batch, n] of its type,
+/// and the graph has no input the card does not feed.
+fn feed(session: &Session, card: &ModelCard) -> Result<Feed, ModelError> {
+    let specs = card.graph_inputs();
+    let graph: Vec<(&str, &ValueType)> = session
+        .inputs()
+        .iter()
+        .map(|o| (o.name(), o.dtype()))
+        .collect();
+    let names: Vec<&str> = graph.iter().map(|(n, _)| *n).collect();
+    if let Some((missing, _)) = graph
+        .iter()
+        .find(|(n, _)| !specs.iter().any(|s| s.name == *n))
+    {
+        return Err(ModelError::Mismatch(format!(
+            "the model has an input {missing:?} that the card does not feed (the model's inputs are {names:?})"
+        )));
+    }
+    let mut inputs = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let Some((_, dtype)) = graph.iter().find(|(n, _)| *n == spec.name) else {
+            return Err(ModelError::Mismatch(format!(
+                "the model has no input named {:?} (it has {names:?})",
+                spec.name
+            )));
+        };
+        let (ty, shape) = tensor_of(dtype).ok_or_else(|| {
+            ModelError::Mismatch(format!("input {:?} is {dtype}, not a tensor", spec.name))
+        })?;
+        let want = element_type(spec.dtype);
+        if ty != want {
+            return Err(ModelError::Mismatch(format!(
+                "input {:?} takes {ty} but the card feeds it {want}",
+                spec.name
+            )));
+        }
+        let k = spec.features.len();
+        if shape.len() != 2 || (shape[1] >= 0 && shape[1] as usize != k) {
+            return Err(ModelError::Mismatch(format!(
+                "input {:?} has shape {shape:?}; the card feeds it [batch, {k}]",
+                spec.name
+            )));
+        }
+        if shape[1] < 0 {
+            return Err(ModelError::Mismatch(format!(
+                "input {:?} takes a dynamic number of features; the card needs it fixed at {k}",
+                spec.name
+            )));
+        }
+        let columns = spec
+            .features
             .iter()
-            .find(|o| o.name() == name)
-            .map(|o| {
-                o.dtype()
-                    .tensor_shape()
-                    .and_then(|s| s.last().copied())
-                    .and_then(|d| usize::try_from(d).ok())
+            .map(|f| {
+                card.features
+                    .iter()
+                    .position(|c| &c.name == f)
+                    .expect("checked by the card")
             })
-            .ok_or_else(|| {
-                ModelError::Mismatch(format!(
-                    "the model has no {what} named {name:?} (it has {names:?})"
-                ))
-            })
-    };
-    Ok((
-        find(session.inputs(), input, "input")?,
-        find(session.outputs(), output, "output")?,
-    ))
+            .collect();
+        inputs.push(FeedInput {
+            name: spec.name.clone(),
+            dtype: spec.dtype,
+            columns,
+        });
+    }
+    let plain = inputs.len() == 1
+        && inputs[0].dtype == InputType::Float32
+        && inputs[0].columns.iter().enumerate().all(|(i, &c)| i == c);
+    Ok(Feed { inputs, plain })
 }
 
-fn describe_width(w: Option<usize>) -> String {
-    w.map_or_else(|| "a dynamic number of".to_string(), |w| w.to_string())
+fn decode(session: &Session, card: &ModelCard) -> Result<Decode, ModelError> {
+    let output = card.output_name.clone();
+    let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+    let dtype = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == output)
+        .map(|o| o.dtype().clone())
+        .ok_or_else(|| {
+            ModelError::Mismatch(format!(
+                "the model has no output named {output:?} (it has {names:?})"
+            ))
+        })?;
+    let width = card.width();
+    let float_columns = |what: &str| -> Result<Option<i64>, ModelError> {
+        match tensor_of(&dtype) {
+            Some((TensorElementType::Float32 | TensorElementType::Float64, shape)) => {
+                Ok(match shape.len() {
+                    1 => Some(1),
+                    2 => Some(shape[1]),
+                    _ => None,
+                })
+            }
+            _ => Err(ModelError::Mismatch(format!(
+                "output {output:?} is {dtype}; {what} must be a float tensor"
+            ))),
+        }
+    };
+    Ok(match card.task {
+        Task::Autoencoder => {
+            let cols = float_columns("a reconstruction")?;
+            if cols != Some(width as i64) {
+                return Err(ModelError::Mismatch(format!(
+                    "output {output:?} has {} columns but an autoencoder must reconstruct all {width} features",
+                    cols.map_or_else(|| "a dynamic number of".to_string(), |c| c.to_string())
+                )));
+            }
+            Decode::Reconstruction {
+                output,
+                inv_std: card.features.iter().map(|f| 1.0 / f.std).collect(),
+            }
+        }
+        Task::Regressor => {
+            if float_columns("a prediction")? != Some(1) {
+                return Err(ModelError::Mismatch(format!(
+                    "output {output:?} has shape {dtype}; a regressor's prediction must be one number per row"
+                )));
+            }
+            Decode::Value { output }
+        }
+        Task::Classifier => {
+            let spec = card.classifier.as_ref().expect("checked by the card");
+            let k = spec.classes.len() as i64;
+            match spec.probabilities {
+                ProbabilityLayout::Tensor => {
+                    let cols = float_columns("the probabilities")?;
+                    if cols != Some(k) && cols != Some(-1) {
+                        return Err(ModelError::Mismatch(format!(
+                            "output {output:?} has shape {dtype} but the card lists {k} classes"
+                        )));
+                    }
+                }
+                layout => {
+                    let key = if layout == ProbabilityLayout::MapInt64 {
+                        TensorElementType::Int64
+                    } else {
+                        TensorElementType::String
+                    };
+                    let ok = matches!(&dtype, ValueType::Sequence(inner)
+                        if matches!(**inner, ValueType::Map { key: k, value: TensorElementType::Float32 } if k == key));
+                    if !ok {
+                        return Err(ModelError::Mismatch(format!(
+                            "output {output:?} is {dtype}; the card expects a sequence of maps from {key} to float"
+                        )));
+                    }
+                }
+            }
+            let threshold = card.score.threshold.unwrap_or(0.5);
+            Decode::Probabilities {
+                output,
+                layout: spec.probabilities,
+                classes: spec.classes.clone(),
+                binary: card.positive_class().map(|p| (p, threshold)),
+            }
+        }
+    })
+}
+
+/// A tensor type's element type and shape (-1 for dynamic dimensions).
+pub fn tensor_of(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.iter().copied().collect())),
+        _ => None,
+    }
+}
+
+pub fn element_type(t: InputType) -> TensorElementType {
+    match t {
+        InputType::Float32 => TensorElementType::Float32,
+        InputType::Float64 => TensorElementType::Float64,
+        InputType::Int64 => TensorElementType::Int64,
+    }
 }
 
 #[cfg(test)]
@@ -181,10 +539,35 @@ mod tests {
 
     #[test]
     fn error_is_mean_of_squared_standardized_differences() {
-        let x = [1.0f32, 2.0, 3.0];
+        let x = [1.0f64, 2.0, 3.0];
         let xhat = [1.0f32, 0.0, 4.0];
         let inv_std = [1.0, 0.5, 2.0];
         // ((0)^2 + (2*0.5)^2 + (1*2)^2) / 3 = (0 + 1 + 4) / 3
         assert!((reconstruction_error(&x, &xhat, &inv_std) - 5.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_equal_values() {
+        assert_eq!(argmax(&[0.2, 0.4, 0.4]), 1);
+        assert_eq!(argmax(&[0.5, 0.5]), 0);
+        assert_eq!(argmax(&[0.1, 0.2, 0.7]), 2);
+    }
+
+    #[test]
+    fn outputs_slice_keeps_rows_together() {
+        let o = Outputs {
+            scores: vec![0.9, 0.2, 0.6],
+            classes: vec![1, 0, 1],
+            probabilities: vec![0.1, 0.9, 0.8, 0.2, 0.4, 0.6],
+        };
+        let s = o.slice(1, 3);
+        assert_eq!(s.scores, vec![0.2, 0.6]);
+        assert_eq!(s.classes, vec![0, 1]);
+        assert_eq!(s.probabilities, vec![0.8, 0.2, 0.4, 0.6]);
+        let plain = Outputs {
+            scores: vec![1.0, 2.0],
+            ..Outputs::default()
+        };
+        assert_eq!(plain.slice(1, 2).scores, vec![2.0]);
     }
 }

@@ -355,10 +355,10 @@ fn feed_minute(monitor: &Monitor, minute: i64) {
             } else {
                 *v
             };
-            flat.push(v as f32);
+            flat.push(v);
         }
     }
-    let threshold = card.score.threshold;
+    let threshold = card.score.threshold.unwrap();
     let errors: Vec<f64> = (0..ROWS)
         .map(|i| {
             if i < ANOMALIES {
@@ -371,7 +371,9 @@ fn feed_minute(monitor: &Monitor, minute: i64) {
     events.push(Event::Scored {
         at,
         rows: flat,
-        errors,
+        scores: errors,
+        classes: Vec::new(),
+        quality: None,
     });
     let issue = |j: usize, kind| Issue {
         row: 0,

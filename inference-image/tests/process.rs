@@ -247,8 +247,8 @@ fn card_subcommand_rebuilds_the_bundled_card() {
         assert_eq!(r.histogram.counts, b.histogram.counts, "{}", r.name);
     }
     assert!(close(
-        rebuilt.score.threshold,
-        bundled.score.threshold,
+        rebuilt.score.threshold.unwrap(),
+        bundled.score.threshold.unwrap(),
         1e-4
     ));
     let (ra, ba) = (rebuilt.evaluation.unwrap(), bundled.evaluation.unwrap());
@@ -278,7 +278,7 @@ fn card_subcommand_refuses_a_csv_of_the_wrong_width() {
     );
     assert_eq!(code, 2);
     assert!(
-        err.contains("has 3 columns (a, b, c) but the model's input \"input\" takes 30 features"),
+        err.contains("inputs take 30 features (\"input\" (float32 [?, 30])) but the reference CSV has 3 columns (a, b, c)"),
         "{err}"
     );
     assert!(!out.join("card").exists(), "nothing is written on refusal");

@@ -1,7 +1,7 @@
 //! Fixed bin layouts, chosen once from the model card, that every minute bucket counts into. Fixed
 //! edges make buckets mergeable by adding counts, so memory per minute does not grow with traffic.
 
-use crate::card::{FeatureStats, Histogram};
+use crate::card::{FeatureStats, Histogram, ModelCard, Task};
 
 /// Equal-width bins across a feature's training range widened by half a span on each side, plus
 /// an open bin below and one above.
@@ -225,6 +225,34 @@ pub fn decile_baseline(h: &Histogram) -> Vec<f64> {
     v.push(0.0);
     v
 }
+
+/// Slots for the per-row score of the card's task: log-spaced for reconstruction errors, 50
+/// equal-width slots over [0, 1] for class probabilities, and for a regressor's predictions equal
+/// slots over the baseline predictions' range widened by half a span each side.
+pub fn score_bins_for(card: &ModelCard) -> Bins {
+    match card.task {
+        Task::Autoencoder => score_bins(),
+        Task::Classifier => Bins::new(
+            (0..=PROBABILITY_BINS)
+                .map(|i| i as f64 / PROBABILITY_BINS as f64)
+                .collect(),
+        ),
+        Task::Regressor => {
+            let edges = &card.score.baseline.histogram.bin_edges;
+            let (min, max) = (edges[0], edges[edges.len() - 1]);
+            let span = (max - min).max(f64::EPSILON);
+            let (lo, hi) = (min - span / 2.0, max + span / 2.0);
+            Bins::new(
+                (0..=FINE_BINS)
+                    .map(|i| lo + (hi - lo) * i as f64 / FINE_BINS as f64)
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// Slots of a classifier's probability histogram.
+pub const PROBABILITY_BINS: usize = 50;
 
 pub fn score_bins() -> Bins {
     let n = ((SCORE_LOG_MAX - SCORE_LOG_MIN) as usize) * SCORE_BINS_PER_DECADE;

@@ -35,15 +35,30 @@ pub struct FeatureCounts {
     pub missing: u64,
     /// NaN, infinite, non-numeric or outside the plausible range.
     pub invalid: u64,
+    /// Missing values replaced by the training mean or median (also counted as missing; the
+    /// histograms hold observed values only).
+    #[serde(default)]
+    pub imputed: u64,
     pub sum: f64,
     pub sum_sq: f64,
 }
 
 /// A prediction whose true label arrived.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Labelled {
+    /// The row's score (reconstruction error, class probability, prediction).
     pub error: f64,
+    /// Autoencoder: the row is an anomaly. Binary classifier: the true class is the positive one.
     pub label: bool,
+    /// Classifier: the true class's index. Regressor: the true value.
+    #[serde(default)]
+    pub truth: f64,
+    /// Classifier: the predicted class's index.
+    #[serde(default)]
+    pub predicted: u32,
+    /// Classifier: the probability the model gave the true class.
+    #[serde(default)]
+    pub p_true: f32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -60,9 +75,16 @@ pub struct Bucket {
     pub rejected_requests: u64,
     /// Rows scored.
     pub rows: u64,
+    /// Rows refused one by one under the per-row missing-value policy (their requests answered 200).
+    #[serde(default)]
+    pub refused_rows: u64,
+    /// Classifier: rows per predicted class, in the card's class order.
+    #[serde(default)]
+    pub predicted: Vec<u64>,
     pub features: Vec<FeatureCounts>,
-    /// Reconstruction errors per score slot.
+    /// Scores per score slot (reconstruction error, class probability or prediction).
     pub scores: Vec<u64>,
+    /// Autoencoder: rows above the threshold. Binary classifier: rows predicted positive.
     pub anomalies: u64,
     pub error_sum: f64,
     pub feedback: Vec<Labelled>,
@@ -107,6 +129,8 @@ impl Bucket {
         self.overloaded += other.overloaded;
         self.rejected_requests += other.rejected_requests;
         self.rows += other.rows;
+        self.refused_rows += other.refused_rows;
+        add(&mut self.predicted, &other.predicted);
         if self.features.len() < other.features.len() {
             self.features
                 .resize(other.features.len(), FeatureCounts::default());
@@ -116,6 +140,7 @@ impl Bucket {
             add(&mut a.deciles, &b.deciles);
             a.missing += b.missing;
             a.invalid += b.invalid;
+            a.imputed += b.imputed;
             a.sum += b.sum;
             a.sum_sq += b.sum_sq;
         }
@@ -155,11 +180,14 @@ mod tests {
         b.routes.entry("/v1/predict".into()).or_default().status = [0, next(), 0, next(), next()];
         b.routes.get_mut("/v1/predict").unwrap().latency = vec![next(), next(), next()];
         b.rows = next();
+        b.refused_rows = next();
+        b.predicted = vec![next(), next(), next()];
         for f in &mut b.features {
             f.fine = (0..4).map(|_| next()).collect();
             f.deciles = (0..3).map(|_| next()).collect();
             f.missing = next();
             f.invalid = next();
+            f.imputed = next();
             f.sum = next() as f64;
         }
         b.scores = (0..5).map(|_| next()).collect();
@@ -195,6 +223,11 @@ mod tests {
             assert_eq!(ab_c.features, a_bc.features);
             assert_eq!(ab_c.routes, a_bc.routes);
             assert_eq!(ab_c.rows, a.rows + b.rows + c.rows);
+            assert_eq!(ab_c.predicted, a_bc.predicted);
+            assert_eq!(
+                ab_c.refused_rows,
+                a.refused_rows + b.refused_rows + c.refused_rows
+            );
         }
     }
 }

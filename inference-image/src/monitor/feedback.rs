@@ -28,8 +28,56 @@ struct Entry {
     first_row: u64,
 }
 
+/// What a label is for the served model, and what is needed to turn it into a `Labelled` row.
+#[derive(Debug, Clone, Default)]
+pub enum LabelKind {
+    /// Autoencoder: 1 (or true) is an anomaly.
+    #[default]
+    Anomaly,
+    /// Classifier: a class, by name or by the same number; a binary one also takes true/false for
+    /// its positive class.
+    Class {
+        classes: Vec<String>,
+        /// Binary: the positive class and the decision threshold on its probability.
+        binary: Option<(usize, f64)>,
+    },
+    /// Regressor: the true value.
+    Value,
+}
+
+impl LabelKind {
+    pub fn of(card: &crate::card::ModelCard) -> Self {
+        match card.task {
+            crate::card::Task::Autoencoder => LabelKind::Anomaly,
+            crate::card::Task::Regressor => LabelKind::Value,
+            crate::card::Task::Classifier => LabelKind::Class {
+                classes: card
+                    .classifier
+                    .as_ref()
+                    .map(|c| c.classes.clone())
+                    .unwrap_or_default(),
+                binary: card
+                    .positive_class()
+                    .map(|p| (p, card.score.threshold.unwrap_or(0.5))),
+            },
+        }
+    }
+
+    /// Multi-class: the probabilities remembered per row (a binary classifier's score is enough).
+    fn remembered_probabilities(&self) -> usize {
+        match self {
+            LabelKind::Class {
+                classes,
+                binary: None,
+            } => classes.len(),
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Registry {
+    kind: LabelKind,
     ids: IdCodec,
     /// Sequence number of `requests[0]`.
     first_seq: u64,
@@ -38,6 +86,8 @@ pub struct Registry {
     first_row: u64,
     errors: VecDeque<f64>,
     labelled: VecDeque<bool>,
+    /// Multi-class: every class's probability, `kind.remembered_probabilities()` per row.
+    probabilities: VecDeque<f32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,8 +121,16 @@ pub struct ItemProblem {
 }
 
 impl Registry {
-    /// Remembers the errors of one scored request and returns its request id.
-    pub fn remember(&mut self, minute: i64, errors: &[f64]) -> Uuid {
+    pub fn new(kind: LabelKind) -> Self {
+        Self {
+            kind,
+            ..Self::default()
+        }
+    }
+
+    /// Remembers the scores (and, for a multi-class classifier, the probabilities) of one scored
+    /// request and returns its request id.
+    pub fn remember(&mut self, minute: i64, errors: &[f64], probabilities: &[f32]) -> Uuid {
         self.expire(minute);
         let seq = self.first_seq + self.requests.len() as u64;
         self.requests.push_back(Entry {
@@ -82,6 +140,16 @@ impl Registry {
         self.errors.extend(errors);
         self.labelled
             .extend(std::iter::repeat_n(false, errors.len()));
+        let k = self.kind.remembered_probabilities();
+        if k > 0 {
+            // Rows without probabilities (refused under the per-row policy) keep their slots.
+            if probabilities.len() == errors.len() * k {
+                self.probabilities.extend(probabilities);
+            } else {
+                self.probabilities
+                    .extend(std::iter::repeat_n(f32::NAN, errors.len() * k));
+            }
+        }
         while self.errors.len() > MAX_ROWS {
             self.forget_oldest();
         }
@@ -110,6 +178,8 @@ impl Registry {
         let rows = (next_first - self.first_row) as usize;
         self.errors.drain(..rows);
         self.labelled.drain(..rows);
+        let k = self.kind.remembered_probabilities();
+        self.probabilities.drain(..rows * k);
         self.first_row = next_first;
     }
 
@@ -138,7 +208,7 @@ impl Registry {
         self.expire(now_minute);
         let mut problems = Vec::new();
         // Positions in the row rings, with their labels.
-        let mut accepted: Vec<(usize, bool)> = Vec::with_capacity(req.feedback.len());
+        let mut accepted: Vec<(usize, Truth)> = Vec::with_capacity(req.feedback.len());
         let refuse = |problems: &mut Vec<ItemProblem>, item, refusal, problem: String| {
             if problems.len() < 50 {
                 problems.push(ItemProblem {
@@ -182,17 +252,10 @@ impl Registry {
                 );
                 continue;
             };
-            let label = match &item.label {
-                serde_json::Value::Bool(b) => *b,
-                v if v.as_u64() == Some(0) => false,
-                v if v.as_u64() == Some(1) => true,
-                v => {
-                    refuse(
-                        &mut problems,
-                        i,
-                        Refusal::Malformed,
-                        format!("label {v} must be 0, 1, false or true"),
-                    );
+            let label = match self.kind.truth(&item.label) {
+                Ok(t) => t,
+                Err(problem) => {
+                    refuse(&mut problems, i, Refusal::Malformed, problem);
                     continue;
                 }
             };
@@ -237,6 +300,17 @@ impl Registry {
                 continue;
             }
             let at = rows.start + row;
+            if self.errors[at].is_nan() {
+                refuse(
+                    &mut problems,
+                    i,
+                    Refusal::Malformed,
+                    format!(
+                        "row {row} of request {id} was refused, so it has no prediction to label"
+                    ),
+                );
+                continue;
+            }
             if self.labelled[at] || accepted.iter().any(|(a, _)| *a == at) {
                 refuse(
                     &mut problems,
@@ -254,14 +328,122 @@ impl Registry {
         }
         Ok(accepted
             .into_iter()
-            .map(|(at, label)| {
+            .map(|(at, truth)| {
                 self.labelled[at] = true;
-                Labelled {
-                    error: self.errors[at],
-                    label,
-                }
+                self.labelled_row(at, truth)
             })
             .collect())
+    }
+
+    /// The labelled row for the prediction at `at` in the rings.
+    fn labelled_row(&self, at: usize, truth: Truth) -> Labelled {
+        let score = self.errors[at];
+        match (&self.kind, truth) {
+            (LabelKind::Anomaly, Truth::Flag(label)) => Labelled {
+                error: score,
+                label,
+                ..Labelled::default()
+            },
+            (
+                LabelKind::Class {
+                    binary: Some((positive, threshold)),
+                    ..
+                },
+                Truth::Class(t),
+            ) => {
+                let predicted = if score > *threshold {
+                    *positive
+                } else {
+                    1 - *positive
+                };
+                Labelled {
+                    error: score,
+                    label: t == *positive,
+                    truth: t as f64,
+                    predicted: predicted as u32,
+                    p_true: (if t == *positive { score } else { 1.0 - score }) as f32,
+                }
+            }
+            (LabelKind::Class { .. }, Truth::Class(t)) => {
+                let k = self.kind.remembered_probabilities();
+                let p: Vec<f32> = self
+                    .probabilities
+                    .range(at * k..(at + 1) * k)
+                    .copied()
+                    .collect();
+                Labelled {
+                    error: score,
+                    label: false,
+                    truth: t as f64,
+                    predicted: crate::scorer::argmax(&p) as u32,
+                    p_true: p[t],
+                }
+            }
+            (_, Truth::Value(v)) => Labelled {
+                error: score,
+                label: false,
+                truth: v,
+                ..Labelled::default()
+            },
+            (_, Truth::Flag(_) | Truth::Class(_)) => Labelled {
+                error: score,
+                ..Labelled::default()
+            },
+        }
+    }
+}
+
+/// A label as the served task reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Truth {
+    Flag(bool),
+    Class(usize),
+    Value(f64),
+}
+
+impl LabelKind {
+    fn truth(&self, label: &serde_json::Value) -> Result<Truth, String> {
+        use serde_json::Value;
+        match self {
+            LabelKind::Anomaly => match label {
+                Value::Bool(b) => Ok(Truth::Flag(*b)),
+                v if v.as_u64() == Some(0) => Ok(Truth::Flag(false)),
+                v if v.as_u64() == Some(1) => Ok(Truth::Flag(true)),
+                v => Err(format!("label {v} must be 0, 1, false or true")),
+            },
+            LabelKind::Value => label
+                .as_f64()
+                .filter(|v| v.is_finite())
+                .map(Truth::Value)
+                .ok_or_else(|| format!("label {label} must be a number (the true value)")),
+            LabelKind::Class { classes, binary } => {
+                let text = match label {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => {
+                        if let Some((positive, _)) = binary {
+                            return Ok(Truth::Class(if *b { *positive } else { 1 - *positive }));
+                        }
+                        None
+                    }
+                    _ => None,
+                };
+                text.as_deref()
+                    .and_then(|t| crate::card_builder::class_index(classes, t))
+                    .map(Truth::Class)
+                    .ok_or_else(|| {
+                        format!(
+                            "label {label} is not one of the model's classes ({}){}",
+                            classes.join(", "),
+                            if binary.is_some() {
+                                ", true or false"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+            }
+        }
     }
 }
 
@@ -274,11 +456,95 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_class_label_names_a_class_and_finds_its_probability() {
+        let classes: Vec<String> = ["cat", "dog", "emu"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let mut r = Registry::new(LabelKind::Class {
+            classes,
+            binary: None,
+        });
+        let id = r.remember(5, &[0.6, 0.5], &[0.1, 0.6, 0.3, 0.5, 0.2, 0.3]);
+        let got = r
+            .label(
+                &request(serde_json::json!([
+                    {"request_id": id.to_string(), "row": 0, "label": "emu"},
+                    {"request_id": id.to_string(), "row": 1, "label": "cat"},
+                ])),
+                5,
+            )
+            .unwrap();
+        assert_eq!(
+            (got[0].truth, got[0].predicted, got[0].p_true),
+            (2.0, 1, 0.3)
+        );
+        assert_eq!(
+            (got[1].truth, got[1].predicted, got[1].p_true),
+            (0.0, 0, 0.5)
+        );
+        let id = r.remember(5, &[0.6], &[0.1, 0.6, 0.3]);
+        let bad = r
+            .label(
+                &request(serde_json::json!([{"request_id": id.to_string(), "label": "cow"}])),
+                5,
+            )
+            .unwrap_err();
+        assert!(bad[0]
+            .problem
+            .contains("not one of the model's classes (cat, dog, emu)"));
+    }
+
+    #[test]
+    fn a_binary_label_may_be_a_class_or_true_and_false() {
+        let classes: Vec<String> = ["no", "yes"].iter().map(|c| c.to_string()).collect();
+        let mut r = Registry::new(LabelKind::Class {
+            classes,
+            binary: Some((1, 0.5)),
+        });
+        let id = r.remember(5, &[0.8, 0.3], &[]);
+        let got = r
+            .label(
+                &request(serde_json::json!([
+                    {"request_id": id.to_string(), "row": 0, "label": "no"},
+                    {"request_id": id.to_string(), "row": 1, "label": true},
+                ])),
+                5,
+            )
+            .unwrap();
+        assert_eq!((got[0].label, got[0].predicted), (false, 1));
+        assert!((got[0].p_true - 0.2).abs() < 1e-6);
+        assert_eq!((got[1].label, got[1].predicted), (true, 0));
+        assert!((got[1].p_true - 0.3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_regressor_label_is_the_true_value() {
+        let mut r = Registry::new(LabelKind::Value);
+        let id = r.remember(5, &[140.0], &[]);
+        let got = r
+            .label(
+                &request(serde_json::json!([{"request_id": id.to_string(), "label": 151.5}])),
+                5,
+            )
+            .unwrap();
+        assert_eq!((got[0].error, got[0].truth), (140.0, 151.5));
+        let id = r.remember(5, &[1.0], &[]);
+        let bad = r
+            .label(
+                &request(serde_json::json!([{"request_id": id.to_string(), "label": "high"}])),
+                5,
+            )
+            .unwrap_err();
+        assert!(bad[0].problem.contains("must be a number"));
+    }
+
+    #[test]
     fn labels_once_and_refuses_unknown_duplicate_and_malformed() {
         let mut r = Registry::default();
-        r.remember(99, &[0.7]);
-        let id = r.remember(100, &[0.1, 0.9]);
-        r.remember(100, &[0.3, 0.4, 0.5]);
+        r.remember(99, &[0.7], &[]);
+        let id = r.remember(100, &[0.1, 0.9], &[]);
+        r.remember(100, &[0.3, 0.4, 0.5], &[]);
         let ok = r.label(
             &request(serde_json::json!([{"request_id": id.to_string(), "row": 1, "label": 1}])),
             101,
@@ -287,7 +553,8 @@ mod tests {
             ok.unwrap(),
             vec![Labelled {
                 error: 0.9,
-                label: true
+                label: true,
+                ..Labelled::default()
             }]
         );
         let dup = r
@@ -324,7 +591,8 @@ mod tests {
             ok.unwrap(),
             vec![Labelled {
                 error: 0.1,
-                label: false
+                label: false,
+                ..Labelled::default()
             }]
         );
     }
@@ -332,8 +600,8 @@ mod tests {
     #[test]
     fn forgets_by_age_and_by_size() {
         let mut r = Registry::default();
-        let old = r.remember(0, &[0.5]);
-        let fresh = r.remember(RETENTION_MINUTES + 1, &[0.25]);
+        let old = r.remember(0, &[0.5], &[]);
+        let fresh = r.remember(RETENTION_MINUTES + 1, &[0.25], &[]);
         let e = r.label(
             &request(serde_json::json!([{"request_id": old.to_string(), "label": 1}])),
             RETENTION_MINUTES + 1,
@@ -341,7 +609,7 @@ mod tests {
         assert_eq!(e.unwrap_err()[0].refusal, Refusal::Unknown);
         assert_eq!(r.len_rows(), 1);
         let big = vec![0.0; MAX_ROWS];
-        let last = r.remember(RETENTION_MINUTES + 2, &big);
+        let last = r.remember(RETENTION_MINUTES + 2, &big, &[]);
         assert_eq!(r.len_rows(), MAX_ROWS);
         // The fresh prediction made room for the big one; the big one is still there.
         let gone = r.label(

@@ -13,6 +13,7 @@ pub mod request_id;
 pub mod series;
 pub mod summary;
 pub mod system;
+pub mod truth;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -25,7 +26,7 @@ use std::sync::mpsc;
 use uuid::Uuid;
 
 use crate::card::ModelCard;
-use crate::request::{Issue, IssueKind};
+use crate::request::{Issue, IssueKind, Quality};
 use bins::Bins;
 use bucket::{Bucket, Labelled, RouteStats};
 
@@ -53,7 +54,10 @@ pub struct Layout {
     decile_from_fine: Vec<bins::Coarsening>,
     pub score_bins: Bins,
     pub latency_bins: Bins,
-    pub threshold: f64,
+    /// Autoencoder: the anomaly threshold; binary classifier: the decision threshold.
+    pub threshold: Option<f64>,
+    /// Classifier: its classes (the predicted-class counts' order).
+    pub classes: Vec<String>,
 }
 
 impl Layout {
@@ -73,21 +77,28 @@ impl Layout {
                 .collect(),
             feature_bins,
             decile_bins,
-            score_bins: bins::score_bins(),
+            score_bins: bins::score_bins_for(card),
             latency_bins: bins::latency_bins(),
             threshold: card.score.threshold,
+            classes: card
+                .classifier
+                .as_ref()
+                .map(|c| c.classes.clone())
+                .unwrap_or_default(),
         }
     }
 
     pub fn empty_bucket(&self, minute: i64) -> Bucket {
         let deciles: Vec<usize> = self.decile_bins.iter().map(Bins::len).collect();
-        Bucket::new(
+        let mut b = Bucket::new(
             minute,
             self.feature_names.len(),
             bins::FINE_BINS + 2,
             &deciles,
             self.score_bins.len(),
-        )
+        );
+        b.predicted = vec![0; self.classes.len()];
+        b
     }
 }
 
@@ -103,8 +114,14 @@ pub enum Event {
     },
     Scored {
         at: i64,
-        rows: Vec<f32>,
-        errors: Vec<f64>,
+        /// The scored rows, row-major; imputed cells are NaN (not observations).
+        rows: Vec<f64>,
+        /// One score per row (see `scorer::Outputs::scores`).
+        scores: Vec<f64>,
+        /// Classifier: the predicted class per row.
+        classes: Vec<u32>,
+        /// Missing, invalid and imputed counts, when the request had any.
+        quality: Option<Box<Quality>>,
     },
     Rejected {
         at: i64,
@@ -159,6 +176,7 @@ impl Monitor {
         enabled: bool,
     ) -> Arc<Self> {
         let layout = Layout::new(&card);
+        let kind = feedback::LabelKind::of(&card);
         let totals = layout.empty_bucket(now_secs() / 60);
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         Arc::new(Self {
@@ -169,7 +187,7 @@ impl Monitor {
                 dirty: BTreeSet::new(),
             }),
             totals: Mutex::new(totals),
-            registry: Mutex::new(feedback::Registry::default()),
+            registry: Mutex::new(feedback::Registry::new(kind)),
             tx,
             rx: Mutex::new(Some(rx)),
             in_flight: AtomicU64::new(0),
@@ -320,7 +338,9 @@ impl Monitor {
     }
 
     /// Remembers a prediction for later feedback and returns its request id.
-    pub fn remember(&self, errors: &[f64]) -> Uuid {
+    /// Remembers a scored request's rows for feedback: their scores and (multi-class) every
+    /// class's probability, row-major.
+    pub fn remember(&self, errors: &[f64], probabilities: &[f32]) -> Uuid {
         if !self.enabled {
             return Uuid::new_v4();
         }
@@ -328,7 +348,7 @@ impl Monitor {
         self.registry
             .lock()
             .expect("not poisoned")
-            .remember(minute, errors)
+            .remember(minute, errors, probabilities)
     }
 
     pub fn label(
@@ -398,18 +418,34 @@ impl Monitor {
                     b.overloaded += 1;
                 }
             }
-            Event::Scored { rows, errors, .. } => {
+            Event::Scored {
+                rows,
+                scores,
+                classes,
+                quality,
+                ..
+            } => {
                 let width = layout.feature_names.len();
-                b.rows += errors.len() as u64;
+                b.rows += scores.len() as u64;
+                if let Some(q) = quality {
+                    b.refused_rows += q.refused_rows;
+                    for (j, f) in b.features.iter_mut().enumerate().take(width) {
+                        f.missing += q.missing[j];
+                        f.invalid += q.invalid[j];
+                        f.imputed += q.imputed[j];
+                    }
+                }
                 if let Depth::Full(sample) = depth {
-                    let (first, stride) = sample.take(errors.len());
+                    let (first, stride) = sample.take(scores.len());
                     // Feature by feature, so one feature's histograms stay in cache over the rows.
                     for (j, f) in b.features.iter_mut().enumerate().take(width) {
                         let (fine, deciles) = (&layout.feature_bins[j], &layout.decile_bins[j]);
                         let coarsening = &layout.decile_from_fine[j];
                         let picked = rows.iter().skip(first * width + j);
-                        for v in picked.step_by(stride * width) {
-                            let v = f64::from(*v);
+                        for &v in picked.step_by(stride * width) {
+                            if v.is_nan() {
+                                continue;
+                            }
                             let slot = fine.index(v);
                             f.fine[slot] += 1;
                             f.deciles[coarsening.index(deciles, slot, v)] += 1;
@@ -418,11 +454,19 @@ impl Monitor {
                         }
                     }
                 }
-                for &e in errors {
+                for &e in scores {
                     b.scores[layout.score_bins.index(e)] += 1;
                     b.error_sum += e;
-                    if e > layout.threshold {
-                        b.anomalies += 1;
+                }
+                if let Some(t) = layout.threshold {
+                    b.anomalies += scores.iter().filter(|&&e| e > t).count() as u64;
+                }
+                if !layout.classes.is_empty() {
+                    b.predicted.resize(layout.classes.len(), 0);
+                    for &c in classes {
+                        if let Some(n) = b.predicted.get_mut(c as usize) {
+                            *n += 1;
+                        }
                     }
                 }
             }
@@ -551,7 +595,7 @@ impl Event {
     /// Rows this event brings to the feature histograms.
     fn scored_rows(&self) -> usize {
         match self {
-            Event::Scored { errors, .. } => errors.len(),
+            Event::Scored { scores, .. } => scores.len(),
             _ => 0,
         }
     }
@@ -636,8 +680,10 @@ mod tests {
     fn scored(at: i64, rows: &[Vec<f64>]) -> Event {
         Event::Scored {
             at,
-            rows: rows.iter().flatten().map(|&v| v as f32).collect(),
-            errors: (0..rows.len()).map(|i| 0.01 * (i + 1) as f64).collect(),
+            rows: rows.iter().flatten().copied().collect(),
+            scores: (0..rows.len()).map(|i| 0.01 * (i + 1) as f64).collect(),
+            classes: Vec::new(),
+            quality: None,
         }
     }
 

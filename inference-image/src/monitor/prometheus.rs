@@ -145,13 +145,15 @@ pub fn render(monitor: &Monitor) -> String {
     );
     let _ = writeln!(out, "mlops_reconstruction_error_sum {}", t.error_sum);
     let _ = writeln!(out, "mlops_reconstruction_error_count {}", t.rows);
-    family(
-        &mut out,
-        "mlops_anomaly_threshold",
-        "gauge",
-        "The model card's reconstruction-error threshold.",
-    );
-    let _ = writeln!(out, "mlops_anomaly_threshold {}", layout.threshold);
+    if let Some(threshold) = layout.threshold {
+        family(
+            &mut out,
+            "mlops_anomaly_threshold",
+            "gauge",
+            "The model card's threshold (reconstruction error, or a binary classifier's decision threshold).",
+        );
+        let _ = writeln!(out, "mlops_anomaly_threshold {threshold}");
+    }
     family(
         &mut out,
         "mlops_feedback_labels_total",

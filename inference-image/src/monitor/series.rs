@@ -116,7 +116,7 @@ fn value(
     };
     // Counts only: a point needs no ROC-AUC (whose sort would dominate a day of points).
     let gt = |key: &str| {
-        let c = confusion(b, layout.threshold);
+        let c = confusion(b, layout.threshold.unwrap_or(f64::INFINITY));
         match key {
             "precision" => c.precision,
             "recall" => c.recall,

@@ -6,8 +6,9 @@ use serde_json::{json, Value};
 use super::bins::{self, Bins};
 use super::bucket::{Bucket, RouteStats};
 use super::drift::{self, DriftStats, Verdict};
+use super::truth;
 use super::Monitor;
-use crate::card::Histogram;
+use crate::card::{Histogram, Task};
 use crate::stats::roc_auc;
 
 pub const PREDICT_ROUTE: &str = "/v1/predict";
@@ -172,6 +173,34 @@ pub fn ground_truth(merged: &Bucket, threshold: f64) -> Value {
     })
 }
 
+/// The ground truth of the window for the served task: the binary metrics at the threshold
+/// (autoencoder, binary classifier), the classification metrics (classifier) or the regression
+/// metrics (regressor).
+pub fn task_ground_truth(monitor: &Monitor, merged: &Bucket) -> Value {
+    let layout = &monitor.layout;
+    let card = &monitor.card;
+    let mut gt = match (card.task, card.positive_class()) {
+        (Task::Autoencoder, _) | (Task::Classifier, Some(_)) => {
+            ground_truth(merged, layout.threshold.unwrap_or(f64::INFINITY))
+        }
+        _ => json!({
+            "labelled": merged.feedback.len() as u64 + merged.feedback_dropped,
+            "labelled_kept": merged.feedback.len(),
+        }),
+    };
+    let extra = match card.task {
+        Task::Autoencoder => return gt,
+        Task::Classifier => {
+            truth::classification(&merged.feedback, &layout.classes, card.positive_class())
+        }
+        Task::Regressor => truth::regression(&merged.feedback),
+    };
+    if let (Some(gt), Value::Object(extra)) = (gt.as_object_mut(), extra) {
+        gt.extend(extra);
+    }
+    gt
+}
+
 /// The whole summary of `merged`, which covers `seconds` ending at `to` (Unix seconds).
 pub fn summarize(
     monitor: &Monitor,
@@ -228,6 +257,7 @@ pub fn summarize(
                 "name": layout.feature_names[*j],
                 "rows": n,
                 "missing": f.missing,
+                "imputed": f.imputed,
                 "invalid": f.invalid,
                 "mean": (n > 0).then(|| f.sum / n as f64),
                 "baseline_mean": monitor.card.features[*j].mean,
@@ -272,6 +302,7 @@ pub fn summarize(
             "rows": merged.rows,
             "rows_in_feature_histograms": merged.features.first().map_or(0, |f| f.fine.iter().sum::<u64>()),
             "rejected_requests": merged.rejected_requests,
+            "refused_rows": merged.refused_rows,
             "features": features,
             "drift": {
                 "verdict": drift::overall(&verdicts),
@@ -280,6 +311,10 @@ pub fn summarize(
             },
         },
         "model": {
+            "task": monitor.card.task.as_str(),
+            "score_kind": monitor.card.score.error,
+            "score": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "mean": (merged.rows > 0).then(|| merged.error_sum / merged.rows as f64)},
+            "predicted_classes": layout.classes.iter().enumerate().map(|(i, c)| json!({"class": c, "rows": merged.predicted.get(i).copied().unwrap_or(0)})).collect::<Vec<_>>(),
             "rows": merged.rows,
             "anomalies": merged.anomalies,
             "anomaly_rate": rate(merged.anomalies, merged.rows),
@@ -291,7 +326,7 @@ pub fn summarize(
                 &layout.score_bins.spread(&monitor.card.score.baseline.histogram),
                 &merged.scores,
             ),
-            "ground_truth": ground_truth(merged, layout.threshold),
+            "ground_truth": task_ground_truth(monitor, merged),
         },
         "thresholds": thresholds(),
     })
