@@ -10,9 +10,9 @@ The journey, with a screenshot of every step:
 - Platform: AWS EC2;
 - Provision: a CIDR without its prefix length is refused with a sentence naming it, before anything
   is created; then a t3.small with a 16 GiB disk and SSH from 203.0.113.7/32 is provisioned. moto
-  prints no console output, so cloud-init's host key fingerprints never come: after about a minute
-  of asking, the app finishes with a warning saying so, and the wizard refuses to go on without a
-  pinned host key.
+  prints no console output, so cloud-init's host key fingerprints never come: after twelve tries
+  (a minute in use; 0.5 s apart here, MLOPS_CONSOLE_OUTPUT_POLL_MS) the app finishes with a warning
+  saying so, and the wizard refuses to go on without a pinned host key.
 
 Then moto is asked what exists: one running t3.small from the newest Ubuntu LTS image with the
 stack's tags, its key pair, a security group letting in SSH from exactly that CIDR, and an
@@ -70,7 +70,9 @@ def moto(aws_keys):
 
 @pytest.fixture()
 def console(tmp_path, display, binaries, moto):
-    c = Console(tmp_path, display, binaries, env={"MLOPS_AWS_ENDPOINT": moto.url})
+    # moto never prints console output: the app asks its twelve times 0.5 s apart instead of 5 s.
+    c = Console(tmp_path, display, binaries, env={"MLOPS_AWS_ENDPOINT": moto.url,
+                                                  "MLOPS_CONSOLE_OUTPUT_POLL_MS": "500"})
     yield c
     c.close()
 

@@ -108,6 +108,12 @@ pub async fn provision_ec2<R: Runtime>(
         .map_err(ec2_error)?;
     say("reading the host key fingerprints from the console output");
     let mut fingerprint = String::new();
+    // Twelve tries (a minute at the default 5 s apart): cloud-init prints them within a minute of
+    // boot. MLOPS_CONSOLE_OUTPUT_POLL_MS shortens the wait against a stand-in that never prints.
+    let poll = std::env::var("MLOPS_CONSOLE_OUTPUT_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(Duration::from_secs(5), Duration::from_millis);
     for _ in 0..12 {
         let fps = provisioner
             .host_key_fingerprints(&host.instance_id)
@@ -117,7 +123,7 @@ pub async fn provision_ec2<R: Runtime>(
             fingerprint = fp;
             break;
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(poll).await;
     }
     let mut warnings = host.warnings.clone();
     if fingerprint.is_empty() {
