@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from support import docker, net, project
+from support import docker, net, project, tasks
 from support.project import MODEL_DIR, REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "inference-image" / "Dockerfile"
@@ -318,3 +318,50 @@ def test_monitoring_needs_the_token_and_survives_a_redeploy(deployment):
     deployment.container = container
     docker.wait_healthy(container, timeout=HEALTHY_TIMEOUT_S)
     assert _rows_seen(deployment, auth) == seen, "monitoring history was lost across the redeploy"
+
+
+def test_an_image_with_your_classifier_baked_in_serves_it_like_onnxruntime(docker_engine):
+    """MODEL_DIR bakes another model directory into the same Dockerfile: the example gradient-boosted
+    classifier, built offline like the default image, started with `docker run`, answers every held-out
+    row with onnxruntime's class and probabilities and reports its task. The image is removed."""
+    model_dir = REPO_ROOT / "inference-image" / "model" / "wbc-gbt-classifier"
+    card = json.loads((model_dir / "model_card.json").read_text())
+    _, rows, _ = tasks.read(model_dir / "holdout.csv")
+    p = tasks.probabilities(card, tasks.ort_outputs(tasks.session(model_dir / "model.onnx"), card, rows)
+                            [card["output_name"]])
+    docker.run(["bash", str(BASE_IMAGE_SCRIPT)], timeout=900)
+    image = f"{TEST_IMAGE_NAME}:classifier-{uuid.uuid4().hex[:10]}"
+    lock_path = Path(project.env_sh()["MLOPS_CACHE"]) / "prebuilt-context.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    build = container = None
+    try:
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            staged = _stage_prebuilt(project.release_binary(), project.ort_library())
+            try:
+                build = docker.build_image(REPO_ROOT, DOCKERFILE, image, {
+                    "RUST_IMAGE": LOCAL_BASE_IMAGE, "BASE_IMAGE": LOCAL_BASE_IMAGE, "PREBUILT": "1",
+                    "ORT_VERSION": project.env_sh().get("ORT_VERSION", "1.31.1"), "IMAGE_TAG": "classifier",
+                    "MODEL_DIR": "inference-image/model/wbc-gbt-classifier",
+                })
+            finally:
+                _unstage_prebuilt(staged)
+        port = net.free_port()
+        container = docker.run(["docker", "run", "-d", "-p", f"{net.LOOPBACK}:{port}:8080", image],
+                               timeout=60).stdout.strip()
+        docker.wait_healthy(container, timeout=HEALTHY_TIMEOUT_S)
+        url = f"http://{net.LOOPBACK}:{port}"
+        info = net.http_get_json(f"{url}/v1/model")
+        assert (info["name"], info["card"]["task"]) == ("wbc-gbt-classifier", "classifier"), info
+        for start in range(0, len(rows), 100):
+            body = net.http_post_json(f"{url}/v1/predict", {"rows": rows[start:start + 100]})
+            assert (body["model"]["task"], body["threshold"], body["positive_class"]) == ("classifier", 0.5, "1")
+            for r in body["results"]:
+                want = p[start + r["row"]]
+                assert r["label"] == card["classifier"]["classes"][int(want[1] > 0.5)], r
+                assert [r["probabilities"][c] for c in ("0", "1")] == pytest.approx(want.tolist(), abs=1e-6), r
+    finally:
+        if container:
+            docker.run(["docker", "rm", "-f", "-v", container], check=False, timeout=60)
+        if build is not None:
+            build.remove()

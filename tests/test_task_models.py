@@ -25,13 +25,12 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from sklearn.metrics import (accuracy_score, f1_score, log_loss, mean_absolute_error, mean_squared_error,
                              precision_recall_fscore_support, precision_score, r2_score, recall_score,
                              roc_auc_score)
 
-from support import net, onnx_graphs, project
+from support import net, onnx_graphs, project, tasks
 from support.service import running
 
 MODELS = project.REPO_ROOT / "inference-image" / "model"
@@ -45,18 +44,6 @@ TOKEN = uuid.uuid4().hex  # per run
 
 def _auth():
     return {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _read(path: Path) -> tuple[list[str], list[list[float]], list[str]]:
-    """Header (features only), feature rows and the label column (empty when absent)."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    header, data = rows[0], rows[1:]
-    at = header.index("label") if "label" in header else None
-    features = [h for j, h in enumerate(header) if j != at]
-    values = [[float(v) for j, v in enumerate(r) if j != at] for r in data]
-    labels = [r[at] for r in data] if at is not None else []
-    return features, values, labels
 
 
 def _card(args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -74,33 +61,6 @@ def _build(name: str, task: str, out: Path, *extra: str, model: Path | None = No
            "--holdout", str(src / "holdout.csv"), "--label-column", "label", "--name", name,
            "--version", "1.0.0", "--out", str(out), *extra])
     return out
-
-
-def _session(model: Path) -> ort.InferenceSession:
-    """Single-threaded, like each of the service's sessions (a tree ensemble's float32 sums depend on
-    how the trees are split between threads)."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _ort_outputs(sess: ort.InferenceSession, card: dict, rows: list[list[float]]) -> dict[str, object]:
-    """Runs the graph on `rows` exactly as the card says the service feeds it."""
-    x = np.asarray(rows, dtype=np.float64)
-    names = [f["name"] for f in card["features"]]
-    inputs = card.get("inputs") or [{"name": card["input_name"], "dtype": "float32", "features": names}]
-    kinds = {"float32": np.float32, "float64": np.float64, "int64": np.int64}
-    feed = {i["name"]: x[:, [names.index(f) for f in i["features"]]].astype(kinds[i["dtype"]]) for i in inputs}
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
-
-
-def _probabilities(card: dict, out) -> np.ndarray:
-    """[rows, classes] in the card's class order, from a tensor or ZipMap's list of dicts."""
-    classes = card["classifier"]["classes"]
-    if isinstance(out, list):
-        keyed = [{str(k): v for k, v in m.items()} for m in out]
-        return np.asarray([[m[c] for c in classes] for m in keyed], dtype=np.float64)
-    return np.asarray(out, dtype=np.float64)
 
 
 def _predict(url: str, rows, named: list[str] | None = None) -> dict:
@@ -153,8 +113,8 @@ def test_the_builder_reads_each_graph_as_exported(built):
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_card_metrics_agree_with_sklearn(built, name):
     card = json.loads((built[name] / "model_card.json").read_text())
-    _, rows, labels = _read(MODELS / name / "holdout.csv")
-    out = _ort_outputs(_session(built[name] / "model.onnx"), card, rows)
+    _, rows, labels = tasks.read(MODELS / name / "holdout.csv")
+    out = tasks.ort_outputs(tasks.session(built[name] / "model.onnx"), card, rows)
     e = card["evaluation"]
     assert e["holdout_rows"] == len(rows)
     if card["task"] == "regressor":
@@ -164,7 +124,7 @@ def test_card_metrics_agree_with_sklearn(built, name):
         assert e["holdout_r2"] == pytest.approx(r2_score(truth, pred), rel=1e-9)
         return
     classes = card["classifier"]["classes"]
-    p = _probabilities(card, out[card["output_name"]])
+    p = tasks.probabilities(card, out[card["output_name"]])
     truth = [classes.index(str(int(float(v)))) for v in labels]
     assert e["holdout_accuracy"] == pytest.approx(accuracy_score(truth, p.argmax(axis=1)), abs=1e-12)
     assert e["holdout_log_loss"] == pytest.approx(log_loss(truth, p, labels=list(range(len(classes)))), rel=1e-6)
@@ -184,7 +144,7 @@ def _check_predictions(card: dict, body: dict, out: dict, start: int = 0) -> Non
             assert r["value"] == pytest.approx(want, rel=1e-6, abs=1e-6), r
         else:
             classes = card["classifier"]["classes"]
-            p = _probabilities(card, out[card["output_name"]])[i]
+            p = tasks.probabilities(card, out[card["output_name"]])[i]
             got = [r["probabilities"][c] for c in classes]
             assert got == pytest.approx(p.tolist(), abs=1e-6), r
             assert r["label"] == classes[int(p.argmax())], r
@@ -198,8 +158,8 @@ def _check_predictions(card: dict, body: dict, out: dict, start: int = 0) -> Non
 def test_every_prediction_matches_onnxruntime_and_is_monitored(name):
     model_dir = MODELS / name
     card = json.loads((model_dir / "model_card.json").read_text())
-    features, rows, labels = _read(model_dir / "holdout.csv")
-    out = _ort_outputs(_session(model_dir / "model.onnx"), card, rows)
+    features, rows, labels = tasks.read(model_dir / "holdout.csv")
+    out = tasks.ort_outputs(tasks.session(model_dir / "model.onnx"), card, rows)
     with running(model_dir=model_dir, env={"INFERENCE_API_TOKEN": TOKEN}) as (url, _):
         doc = net.http_get_json(f"{url}/openapi.json")
         assert set(doc["components"]["schemas"]["RowResult"]["required"]) >= (
@@ -217,7 +177,7 @@ def test_every_prediction_matches_onnxruntime_and_is_monitored(name):
         assert sum(s["model"]["score_distribution"]["current"]) == len(rows)
         if card["task"] == "classifier":
             classes = card["classifier"]["classes"]
-            p = _probabilities(card, out[card["output_name"]])
+            p = tasks.probabilities(card, out[card["output_name"]])
             want = np.bincount(p.argmax(axis=1), minlength=len(classes)).tolist()
             assert [c["rows"] for c in s["model"]["predicted_classes"]] == want
             assert [c["class"] for c in s["model"]["predicted_classes"]] == classes
@@ -262,7 +222,7 @@ def _check_ground_truth(card: dict, gt: dict, labels: list[str], out: dict) -> N
         assert gt["residuals"]["p50"] == pytest.approx(float(np.quantile(truth - pred, 0.5)), rel=1e-9, abs=1e-9)
         return
     classes = card["classifier"]["classes"]
-    p = _probabilities(card, out[card["output_name"]])
+    p = tasks.probabilities(card, out[card["output_name"]])
     truth = np.asarray([classes.index(str(int(float(v)))) for v in labels])
     if len(classes) == 2:
         predicted = (p[:, 1] > card["score"]["threshold"]).astype(int)
@@ -289,7 +249,7 @@ def _check_ground_truth(card: dict, gt: dict, labels: list[str], out: dict) -> N
 def test_the_bundled_autoencoder_is_served_as_before():
     card = json.loads((project.MODEL_DIR / "model_card.json").read_text())
     features, labels = project.holdout()
-    recon = _ort_outputs(_session(project.MODEL_DIR / "model.onnx"), card, features)[card["output_name"]]
+    recon = tasks.ort_outputs(tasks.session(project.MODEL_DIR / "model.onnx"), card, features)[card["output_name"]]
     x = np.asarray(features, dtype=np.float32).astype(np.float64)
     std = np.asarray([f["std"] for f in card["features"]])
     want = (((x - recon.astype(np.float64)) / std) ** 2).mean(axis=1)
@@ -324,7 +284,7 @@ def policy_cards(tmp_path_factory) -> dict[str, Path]:
 
 def test_reject_refuses_a_batch_with_one_missing_cell():
     model_dir = MODELS / "wbc-gbt-classifier"
-    _, rows, _ = _read(model_dir / "holdout.csv")
+    _, rows, _ = tasks.read(model_dir / "holdout.csv")
     with running(model_dir=model_dir) as (url, _):
         r = net.http_request("POST", f"{url}/v1/predict", json_body={"rows": [rows[0][:3] + [None] + rows[0][4:]]})
     assert r.status == 422 and "is null (missing value)" in r.json()["error"]
@@ -333,12 +293,12 @@ def test_reject_refuses_a_batch_with_one_missing_cell():
 def test_impute_scores_every_row_and_counts_each_imputed_cell(policy_cards):
     model_dir = policy_cards["impute"]
     card = json.loads((model_dir / "model_card.json").read_text())
-    features, rows, _ = _read(MODELS / "wbc-gbt-classifier" / "holdout.csv")
+    features, rows, _ = tasks.read(MODELS / "wbc-gbt-classifier" / "holdout.csv")
     sent, cells = _with_missing(rows, 0.10, seed=1)
     assert 0.07 * len(rows) * len(features) < len(cells) < 0.13 * len(rows) * len(features)
     medians = [f["quantiles"]["p50"] for f in card["features"]]
     filled = [[medians[j] if v is None else v for j, v in enumerate(r)] for r in sent]
-    out = _ort_outputs(_session(model_dir / "model.onnx"), card, filled)
+    out = tasks.ort_outputs(tasks.session(model_dir / "model.onnx"), card, filled)
     with running(model_dir=model_dir, env={"INFERENCE_API_TOKEN": TOKEN}) as (url, _):
         for start in range(0, len(sent), 50):
             named = features if start % 100 else None
@@ -366,12 +326,12 @@ def test_impute_scores_every_row_and_counts_each_imputed_cell(policy_cards):
 def test_per_row_scores_the_complete_rows_and_answers_each_other_row(policy_cards):
     model_dir = policy_cards["per-row"]
     card = json.loads((model_dir / "model_card.json").read_text())
-    features, rows, _ = _read(MODELS / "wbc-gbt-classifier" / "holdout.csv")
+    features, rows, _ = tasks.read(MODELS / "wbc-gbt-classifier" / "holdout.csv")
     sent, cells = _with_missing(rows, 0.10, seed=2, one_per_row=True)
     broken = {i for i, _ in cells}
     sent[5][0] = "oops" if 5 not in broken else sent[5][0]  # an invalid value is refused per row too
     broken.add(5)
-    out = _ort_outputs(_session(model_dir / "model.onnx"), card, rows)
+    out = tasks.ort_outputs(tasks.session(model_dir / "model.onnx"), card, rows)
     scored = 0
     with running(model_dir=model_dir, env={"INFERENCE_API_TOKEN": TOKEN}) as (url, _):
         for start in range(0, len(sent), 50):
@@ -459,8 +419,8 @@ def test_unusual_graphs_are_served_like_onnxruntime_runs_them(tmp_path, graph):
         assert card["classifier"]["classes"] == ["0", "1"] and card["score"]["threshold"] == 0.5
     if graph == "int64_and_double_inputs":
         assert [(i["name"], i["dtype"]) for i in card["inputs"]] == [("counts", "int64"), ("measures", "float64")]
-    _, rows, _ = _read(tmp_path / "rows.csv")
-    out = _ort_outputs(_session(model), card, rows)
+    _, rows, _ = tasks.read(tmp_path / "rows.csv")
+    out = tasks.ort_outputs(tasks.session(model), card, rows)
     with running(model_dir=out_dir) as (url, _):
         _check_predictions(card, _predict(url, rows), out)
         _check_predictions(card, _predict(url, rows, named=header), out)

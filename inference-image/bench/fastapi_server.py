@@ -1,8 +1,10 @@
 """The honest Python baseline for bench/http_load.sh: what a user would write instead of this service.
 
 FastAPI + a pydantic request model + one onnxruntime session (1 intra-op thread, like the service's
-worker), the same reconstruction error (mean over features of ((x - x̂) / std)², std from the model
-card) and the same response shape as `POST /v1/predict`.
+worker) and the same response shape as `POST /v1/predict` for the card's task: the reconstruction
+error (mean over features of ((x - x̂) / std)², std from the model card) for an autoencoder, the class
+and per-class probabilities for a classifier, the value for a regressor (cards with one float32
+input, as skl2onnx exports them).
 
 Run it the way a user would, one uvicorn worker:
 
@@ -33,7 +35,7 @@ MODEL_DIR = Path(
 CARD = json.loads((MODEL_DIR / "model_card.json").read_text())
 WIDTH = len(CARD["features"])
 INV_STD = 1.0 / np.array([f["std"] for f in CARD["features"]], dtype=np.float64)
-THRESHOLD = float(CARD["score"]["threshold"])
+THRESHOLD = float(CARD["score"].get("threshold") or 0.5)
 MAX_ROWS = 1024
 
 options = ort.SessionOptions()
@@ -74,26 +76,94 @@ class PredictResponse(BaseModel):
 
 
 MODEL_REF = ModelRef(name=CARD["name"], version=CARD["version"])
-app = FastAPI(title="wbc-autoencoder (Python baseline)")
+app = FastAPI(title=f"{CARD['name']} (Python baseline)")
+TASK = CARD.get("task", "autoencoder")
 
 
-@app.post("/v1/predict", response_model=PredictResponse)
-async def predict(req: PredictRequest) -> PredictResponse:
-    x = np.asarray(req.rows, dtype=np.float32)
-    (xhat,) = SESSION.run([OUTPUT], {INPUT: x})
-    d = (x.astype(np.float64) - xhat.astype(np.float64)) * INV_STD
-    errors = (d * d).mean(axis=1)
-    return PredictResponse(
-        request_id=str(uuid.uuid4()),
-        model=MODEL_REF,
-        threshold=THRESHOLD,
-        results=[
-            RowResult(
-                row=i,
-                reconstruction_error=e,
-                anomaly_score=e / THRESHOLD,
-                is_anomaly=e > THRESHOLD,
-            )
-            for i, e in enumerate(errors.tolist())
-        ],
-    )
+if TASK == "autoencoder":
+    @app.post("/v1/predict", response_model=PredictResponse)
+    async def predict(req: PredictRequest) -> PredictResponse:
+        x = np.asarray(req.rows, dtype=np.float32)
+        (xhat,) = SESSION.run([OUTPUT], {INPUT: x})
+        d = (x.astype(np.float64) - xhat.astype(np.float64)) * INV_STD
+        errors = (d * d).mean(axis=1)
+        return PredictResponse(
+            request_id=str(uuid.uuid4()),
+            model=MODEL_REF,
+            threshold=THRESHOLD,
+            results=[
+                RowResult(
+                    row=i,
+                    reconstruction_error=e,
+                    anomaly_score=e / THRESHOLD,
+                    is_anomaly=e > THRESHOLD,
+                )
+                for i, e in enumerate(errors.tolist())
+            ],
+        )
+
+elif TASK == "classifier":
+    # The same answer as the service's for a classifier card: the predicted class (the positive class
+    # above the decision threshold for a binary one, else the most probable), its probability and
+    # every class's probability (from a probability tensor or ZipMap's list of dicts).
+    CLASSES = CARD["classifier"]["classes"]
+    POSITIVE = (CLASSES.index(CARD["classifier"].get("positive_class") or CLASSES[1])
+                if len(CLASSES) == 2 else None)
+
+    class ClassResult(BaseModel):
+        row: int
+        label: str
+        probability: float
+        probabilities: dict[str, float]
+
+    class ClassifierResponse(BaseModel):
+        request_id: str
+        model: ModelRef
+        threshold: float | None = None
+        positive_class: str | None = None
+        results: list[ClassResult]
+
+    @app.post("/v1/predict", response_model=ClassifierResponse, response_model_exclude_none=True)
+    async def predict_class(req: PredictRequest) -> ClassifierResponse:
+        x = np.asarray(req.rows, dtype=np.float32)
+        (out,) = SESSION.run([OUTPUT], {INPUT: x})
+        if isinstance(out, list):  # ZipMap: one dict per row
+            keyed = [{str(k): v for k, v in m.items()} for m in out]
+            p = np.asarray([[m[c] for c in CLASSES] for m in keyed], dtype=np.float64)
+        else:
+            p = np.asarray(out, dtype=np.float64)
+        if POSITIVE is not None:
+            predicted = np.where(p[:, POSITIVE] > THRESHOLD, POSITIVE, 1 - POSITIVE)
+        else:
+            predicted = p.argmax(axis=1)
+        return ClassifierResponse(
+            request_id=str(uuid.uuid4()),
+            model=MODEL_REF,
+            threshold=THRESHOLD if POSITIVE is not None else None,
+            positive_class=CLASSES[POSITIVE] if POSITIVE is not None else None,
+            results=[
+                ClassResult(row=i, label=CLASSES[c], probability=float(row[c]),
+                            probabilities=dict(zip(CLASSES, row.tolist())))
+                for i, (c, row) in enumerate(zip(predicted.tolist(), p))
+            ],
+        )
+
+else:
+    class ValueResult(BaseModel):
+        row: int
+        value: float
+
+    class RegressorResponse(BaseModel):
+        request_id: str
+        model: ModelRef
+        results: list[ValueResult]
+
+    @app.post("/v1/predict", response_model=RegressorResponse)
+    async def predict_value(req: PredictRequest) -> RegressorResponse:
+        x = np.asarray(req.rows, dtype=np.float32)
+        (out,) = SESSION.run([OUTPUT], {INPUT: x})
+        return RegressorResponse(
+            request_id=str(uuid.uuid4()),
+            model=MODEL_REF,
+            results=[ValueResult(row=i, value=v) for i, v in enumerate(np.asarray(out).ravel().tolist())],
+        )

@@ -9,7 +9,8 @@
 # BENCH_SERVERS (subset of "service floor python"), SKIP_BUILD=1 (use the binaries already built),
 # INFERENCE_IMAGE (a docker image whose size to report), C32_THREADS (wrk threads at c32, default 2),
 # SERVICE_ARGS (extra flags for `inference serve`, e.g. "--monitoring false"; the default is the
-# service as shipped).
+# service as shipped), BENCH_MODEL_DIR (the model served by both the service and the Python baseline,
+# default the bundled autoencoder; e.g. inference-image/model/wbc-gbt-classifier).
 # Every server listens on 127.0.0.1 only and is killed on exit. The load takes ~2.5 minutes (12 cells of
 # warm-up + measurement, plus start-ups), on top of the build (seconds when up to date).
 set -euo pipefail
@@ -24,7 +25,7 @@ DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 SERVERS=${BENCH_SERVERS:-service floor python}
 C32_THREADS=${C32_THREADS:-2}
-MODEL_DIR=$ROOT/inference-image/model/wbc-autoencoder
+MODEL_DIR=${BENCH_MODEL_DIR:-$ROOT/inference-image/model/wbc-autoencoder}
 PY=$MLOPS_VENV/bin/python
 
 die() { echo "http_load.sh: $*" >&2; exit 1; }

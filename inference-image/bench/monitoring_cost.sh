@@ -21,7 +21,7 @@ OUT_FILE=${1:-}
 PAIRS=${PAIRS:-6}
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-2}
-MODEL_DIR=$ROOT/inference-image/model/wbc-autoencoder
+MODEL_DIR=${BENCH_MODEL_DIR:-$ROOT/inference-image/model/wbc-autoencoder}
 PY=$MLOPS_VENV/bin/python
 
 die() { echo "monitoring_cost.sh: $*" >&2; exit 1; }

@@ -45,18 +45,7 @@ pub async fn summary(
     let Query(q) = q.map_err(query_error)?;
     let seconds =
         summary::parse_window(q.window.as_deref().unwrap_or("5m")).map_err(ApiError::BadRequest)?;
-    let to = now_secs();
-    // Whole minutes: the current one plus enough before it to cover the window.
-    let last = to / 60;
-    let first = last - seconds / 60 + 1;
-    let (merged, minutes) = state.monitor.merged(first, last);
-    Ok(Json(summary::summarize(
-        &state.monitor,
-        &merged,
-        minutes,
-        seconds,
-        to,
-    )))
+    Ok(Json(state.monitor.summary_json(seconds)))
 }
 
 #[derive(Debug, Deserialize)]

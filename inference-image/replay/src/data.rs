@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::ReplayError;
-use crate::model::Feature;
+use crate::model::{Feature, Task};
 
 /// The files read from a model directory, in this order. Not `reference.csv` (training data).
 pub const DIR_SOURCES: [&str; 2] = ["holdout.csv", "calibration.csv"];
@@ -20,8 +20,11 @@ pub const DIR_SOURCES: [&str; 2] = ["holdout.csv", "calibration.csv"];
 pub struct SourceRow {
     /// In model feature order.
     pub values: Vec<f64>,
-    /// 0 = normal, 1 = anomaly.
+    /// 0 = normal, 1 = anomaly (always 0 for a classifier's or regressor's rows).
     pub label: u8,
+    /// A classifier's or regressor's true label as feedback sends it: the class, or the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truth: Option<serde_json::Value>,
     /// `file.csv:line` (1-based, the header is line 1).
     pub origin: String,
 }
@@ -34,10 +37,22 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Loads a model directory (its `holdout.csv` and `calibration.csv`) or one CSV file.
+    /// Loads a model directory (its `holdout.csv` and `calibration.csv`) or one CSV file, for an
+    /// autoencoder (the label column says 1 = anomaly).
     pub fn load(
         path: &Path,
         features: &[Feature],
+        label_column: &str,
+    ) -> Result<Dataset, ReplayError> {
+        Self::load_for(path, features, &Task::Autoencoder, label_column)
+    }
+
+    /// Loads rows for a model of `task`: for a classifier or a regressor the label column holds
+    /// the truth (a class, a value) and every row is sent as normal traffic.
+    pub fn load_for(
+        path: &Path,
+        features: &[Feature],
+        task: &Task,
         label_column: &str,
     ) -> Result<Dataset, ReplayError> {
         let mut data = Dataset::default();
@@ -45,7 +60,7 @@ impl Dataset {
             for name in DIR_SOURCES {
                 let file = path.join(name);
                 if file.is_file() {
-                    data.add_csv(&file, features, label_column)?;
+                    data.add_csv(&file, features, task, label_column)?;
                 }
             }
             if data.files.is_empty() {
@@ -55,7 +70,7 @@ impl Dataset {
                 )));
             }
         } else {
-            data.add_csv(path, features, label_column)?;
+            data.add_csv(path, features, task, label_column)?;
         }
         Ok(data)
     }
@@ -64,6 +79,7 @@ impl Dataset {
         &mut self,
         file: &Path,
         features: &[Feature],
+        task: &Task,
         label_column: &str,
     ) -> Result<(), ReplayError> {
         let shown = file.display().to_string();
@@ -117,7 +133,26 @@ impl Dataset {
                 .zip(features)
                 .map(|(&at, f)| cell(at, &f.name))
                 .collect::<Result<Vec<f64>, _>>()?;
+            let truth = match (task, label_at) {
+                (Task::Autoencoder, _) | (_, None) => None,
+                (Task::Regressor, Some(at)) => Some(serde_json::json!(cell(at, label_column)?)),
+                (Task::Classifier { classes }, Some(at)) => {
+                    let text = record.get(at).unwrap_or("").trim();
+                    let number = text.parse::<f64>().ok();
+                    let class = classes
+                        .iter()
+                        .find(|c| c.as_str() == text || (number.is_some() && c.parse::<f64>().ok() == number))
+                        .ok_or_else(|| {
+                            ReplayError::Data(format!(
+                                "{shown}, line {line}: label {text:?} is not one of the model's classes ({})",
+                                classes.join(", ")
+                            ))
+                        })?;
+                    Some(serde_json::Value::String(class.clone()))
+                }
+            };
             let label = match label_at {
+                _ if *task != Task::Autoencoder => 0,
                 None => 0,
                 Some(at) => match cell(at, label_column)? {
                     0.0 => 0,
@@ -132,6 +167,7 @@ impl Dataset {
             let row = SourceRow {
                 values,
                 label,
+                truth,
                 origin: format!("{short}:{line}"),
             };
             if label == 1 {

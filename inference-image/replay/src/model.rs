@@ -1,5 +1,6 @@
 //! The few model-card fields the replay needs: each feature's name, training mean and standard
-//! deviation, in model input order. Read from `GET /v1/model` (so a replay fits whatever model is
+//! deviation, in model input order; the task (what a label is, how an answer reads) and the
+//! missing-value policy (what a row with a null should get). Read from `GET /v1/model` (so a replay fits whatever model is
 //! deployed) or from a model directory's `model_card.json`.
 
 use std::path::Path;
@@ -15,12 +16,41 @@ pub struct Feature {
     pub std: f64,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// A label is 1 (anomaly) or 0; an answer has `is_anomaly`.
+    #[default]
+    Autoencoder,
+    /// A label is one of the classes; an answer has `label`.
+    Classifier { classes: Vec<String> },
+    /// A label is the true value; an answer has `value`.
+    Regressor,
+}
+
+/// What a row with a missing value gets (the card's `missing_values.policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingPolicy {
+    /// The request is refused with 422 naming a null cell.
+    #[default]
+    Reject,
+    /// Every row is scored.
+    Impute,
+    /// The other rows are scored; each row with a null gets its own error (200).
+    PerRow,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: Option<String>,
     pub version: Option<String>,
     /// In model input order.
     pub features: Vec<Feature>,
+    #[serde(default)]
+    pub task: Task,
+    #[serde(default)]
+    pub missing: MissingPolicy,
 }
 
 impl ModelInfo {
@@ -98,10 +128,42 @@ impl ModelInfo {
             });
         }
         let text = |key: &str| card.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let task = match card.get("task").and_then(|v| v.as_str()) {
+            None | Some("autoencoder") => Task::Autoencoder,
+            Some("classifier") => Task::Classifier {
+                classes: card
+                    .pointer("/classifier/classes")
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .filter(|c: &Vec<String>| c.len() >= 2)
+                    .ok_or_else(|| bad("is a classifier's without classifier.classes".into()))?,
+            },
+            Some("regressor") => Task::Regressor,
+            Some(other) => return Err(bad(format!("has an unknown task {other:?}"))),
+        };
+        let missing = match card
+            .pointer("/missing_values/policy")
+            .and_then(|v| v.as_str())
+        {
+            None | Some("reject") => MissingPolicy::Reject,
+            Some("impute") => MissingPolicy::Impute,
+            Some("per_row") => MissingPolicy::PerRow,
+            Some(other) => {
+                return Err(bad(format!(
+                    "has an unknown missing-value policy {other:?}"
+                )))
+            }
+        };
         Ok(ModelInfo {
             name: text("name"),
             version: text("version"),
             features: out,
+            task,
+            missing,
         })
     }
 }
@@ -128,6 +190,30 @@ mod tests {
         assert_eq!(m.name.as_deref(), Some("m"));
         assert_eq!(m.feature_names().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(m.features[1].mean, -1.0);
+        assert_eq!(
+            (m.task, m.missing),
+            (Task::Autoencoder, MissingPolicy::Reject)
+        );
+    }
+
+    #[test]
+    fn reads_the_task_and_missing_policy_of_the_example_cards() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../model"));
+        let wine = ModelInfo::from_model_dir(&dir.join("wine-classifier")).unwrap();
+        assert_eq!(
+            wine.task,
+            Task::Classifier {
+                classes: vec!["0".into(), "1".into(), "2".into()]
+            }
+        );
+        let reg = ModelInfo::from_model_dir(&dir.join("diabetes-regressor")).unwrap();
+        assert_eq!(reg.task, Task::Regressor);
+        let per_row = json!({"task": "regressor", "missing_values": {"policy": "per_row"},
+            "features": [{"name": "a", "mean": 1.0, "std": 0.5}]});
+        assert_eq!(
+            ModelInfo::from_card_json(&per_row, "t").unwrap().missing,
+            MissingPolicy::PerRow
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Counts {
     /// Requests answered 200.
     pub accepted: u64,
     pub rows_scored: u64,
+    /// Rows with a null refused one by one (a 200 with an error per row, per-row policy).
+    #[serde(default)]
+    pub rows_refused: u64,
     /// Rows the service flagged `is_anomaly`.
     pub anomalies_flagged: u64,
     /// Final 4xx answers (429s that were retried are not in here).
@@ -157,7 +160,14 @@ impl Summary {
         );
         row(
             "accepted (200)",
-            format!("{} ({} rows scored)", c.accepted, c.rows_scored),
+            if c.rows_refused > 0 {
+                format!(
+                    "{} ({} rows scored, {} refused one by one)",
+                    c.accepted, c.rows_scored, c.rows_refused
+                )
+            } else {
+                format!("{} ({} rows scored)", c.accepted, c.rows_scored)
+            },
         );
         let by_status = if c.rejected_by_status.is_empty() {
             String::new()

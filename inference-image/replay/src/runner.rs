@@ -17,7 +17,7 @@ use crate::client::{Answer, Client};
 use crate::config::{Plan, ReplayConfig};
 use crate::data::Dataset;
 use crate::error::ReplayError;
-use crate::model::ModelInfo;
+use crate::model::{MissingPolicy, ModelInfo, Task};
 use crate::report::{percentile_ms, ByLabel, Counts, Progress, Summary};
 use crate::traffic::{Expect, Generator, PlannedRequest, RequestKind};
 
@@ -73,7 +73,7 @@ pub async fn run(
             )));
         }
     }
-    let data = Dataset::load(&cfg.data, &model.features, &cfg.label_column)?;
+    let data = Dataset::load_for(&cfg.data, &model.features, &model.task, &cfg.label_column)?;
     let generator = Generator::new(plan.clone(), &model, data, &cfg.drift_features, cfg.seed)?;
     let recorder = cfg.record.as_deref().map(Recorder::create).transpose()?;
     let mut replay = Replay {
@@ -93,6 +93,8 @@ pub async fn run(
         paused_until: None,
         feedback_queue: VecDeque::new(),
         feedback_in_flight_labels: 0,
+        task: model.task.clone(),
+        missing: model.missing,
     };
     replay.deadline = cfg.duration.map(|d| replay.start + d);
     let cancelled = replay.drive(&cfg, &mut progress, &cancel).await;
@@ -121,7 +123,8 @@ struct Pending {
 struct FeedbackJob {
     seq: u64,
     request_id: String,
-    labels: Vec<u8>,
+    /// (row in the request, its label as the service's feedback takes it).
+    labels: Vec<(usize, Value)>,
     attempts: u32,
 }
 
@@ -186,6 +189,10 @@ struct Replay {
     paused_until: Option<Instant>,
     feedback_queue: VecDeque<(Instant, FeedbackJob)>,
     feedback_in_flight_labels: u64,
+    /// What an answer's results hold and what a label is.
+    task: Task,
+    /// What a row with a null gets.
+    missing: MissingPolicy,
 }
 
 type PredictDone = (Pending, Answer);
@@ -434,7 +441,7 @@ impl Replay {
                 if matches!(status, 401 | 403) {
                     self.note_auth(status, "/v1/predict");
                 }
-                match req.expect() {
+                match req.expect_with(self.missing) {
                     Expect::ClientError => self.tally.counts.expected_rejections += 1,
                     Expect::NullRejected(nulls) => {
                         let named = body.as_ref().and_then(|b| {
@@ -454,7 +461,7 @@ impl Replay {
                             }
                         }
                     }
-                    Expect::Scored => {
+                    Expect::Scored | Expect::ScoredExcept(_) => {
                         self.tally.counts.unexpected += 1;
                         self.tally
                             .problem(format!("{what}: rejected with {status}: {error}"));
@@ -463,8 +470,13 @@ impl Replay {
             }
             200 => {
                 self.tally.counts.accepted += 1;
-                match req.expect() {
-                    Expect::Scored => match self.on_scored(&req, body.as_ref()) {
+                let refused = match req.expect_with(self.missing) {
+                    Expect::Scored => Some(Vec::new()),
+                    Expect::ScoredExcept(rows) => Some(rows),
+                    _ => None,
+                };
+                match refused {
+                    Some(refused) => match self.on_scored(&req, body.as_ref(), &refused) {
                         Ok(id) => {
                             self.tally.latencies.push(latency.as_secs_f64());
                             request_id = id;
@@ -474,7 +486,7 @@ impl Replay {
                             self.tally.problem(format!("{what}: answered 200 but {p}"));
                         }
                     },
-                    _ => {
+                    None => {
                         self.tally.counts.unexpected += 1;
                         self.tally.problem(format!(
                             "{what}: accepted (200), but the service should have refused it"
@@ -495,43 +507,96 @@ impl Replay {
                 FeedbackJob {
                     seq,
                     request_id: id,
-                    labels: req.rows.iter().map(|r| r.label).collect(),
+                    labels: self.labels(&req),
                     attempts: 0,
                 },
             ));
         }
     }
 
-    /// Counts the results of a 200; returns its request_id. Err describes a malformed answer.
+    /// The labels feedback sends for a scored request: every row's (anomaly flag, class or value),
+    /// but for rows refused under the per-row policy and rows whose truth is unknown.
+    fn labels(&self, req: &PlannedRequest) -> Vec<(usize, Value)> {
+        let refused = match req.expect_with(self.missing) {
+            Expect::ScoredExcept(rows) => rows,
+            _ => Vec::new(),
+        };
+        req.rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !refused.contains(i))
+            .filter_map(|(i, meta)| match self.task {
+                Task::Autoencoder => Some((i, Value::from(meta.label))),
+                _ => meta.truth.clone().map(|t| (i, t)),
+            })
+            .collect()
+    }
+
+    /// Counts the results of a 200 (a result for every row but `refused`, and an error for each of
+    /// those); returns its request_id. Err describes a malformed answer.
     fn on_scored(
         &mut self,
         req: &PlannedRequest,
         body: Option<&Value>,
+        refused: &[usize],
     ) -> Result<Option<String>, String> {
         let body = body.ok_or("the body is not JSON")?;
         let results = body
             .get("results")
             .and_then(Value::as_array)
             .ok_or("the body has no results array")?;
-        if results.len() != req.rows.len() {
+        let expected = req.rows.len() - refused.len();
+        if results.len() != expected {
             return Err(format!(
-                "with {} results for {} rows",
+                "with {} results for {expected} rows",
                 results.len(),
-                req.rows.len()
+            ));
+        }
+        let errors: Vec<u64> = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|e| {
+                e.iter()
+                    .filter_map(|e| e.get("row").and_then(Value::as_u64))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if errors
+            .iter()
+            .map(|&r| r as usize)
+            .ne(refused.iter().copied())
+        {
+            return Err(format!(
+                "with errors for rows {errors:?}, expected for the rows with nulls {refused:?}"
             ));
         }
         let mut flags = vec![None; req.rows.len()];
         for r in results {
             let row = r.get("row").and_then(Value::as_u64).map(|i| i as usize);
-            let flag = r.get("is_anomaly").and_then(Value::as_bool);
+            // What each task answers: the anomaly verdict, a class, or a value.
+            let flag = match &self.task {
+                Task::Autoencoder => r.get("is_anomaly").and_then(Value::as_bool),
+                Task::Classifier { classes } => r
+                    .get("label")
+                    .and_then(Value::as_str)
+                    .filter(|l| classes.iter().any(|c| c == l))
+                    .map(|_| false),
+                Task::Regressor => r.get("value").and_then(Value::as_f64).map(|_| false),
+            };
             match (row, flag) {
-                (Some(i), Some(f)) if i < flags.len() => flags[i] = Some(f),
+                (Some(i), Some(f)) if i < flags.len() && !refused.contains(&i) => {
+                    flags[i] = Some(f)
+                }
                 _ => return Err(format!("with a malformed result {r}")),
             }
         }
+        self.tally.counts.rows_refused += refused.len() as u64;
         let c = &mut self.tally.counts;
         let b = &mut self.tally.by_label;
-        for (meta, flag) in req.rows.iter().zip(flags) {
+        for (i, (meta, flag)) in req.rows.iter().zip(flags).enumerate() {
+            if refused.contains(&i) {
+                continue;
+            }
             let flagged = flag.ok_or("without a result for every row")?;
             c.rows_scored += 1;
             c.anomalies_flagged += u64::from(flagged);
@@ -710,7 +775,6 @@ fn feedback_body(job: &FeedbackJob) -> Vec<u8> {
     let items: Vec<Value> = job
         .labels
         .iter()
-        .enumerate()
         .map(|(row, label)| json!({"request_id": job.request_id, "row": row, "label": label}))
         .collect();
     serde_json::to_vec(&json!({ "feedback": items })).expect("serializable")
@@ -768,7 +832,7 @@ mod tests {
         let job = FeedbackJob {
             seq: 0,
             request_id: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
-            labels: vec![0, 1],
+            labels: vec![(0, json!(0)), (1, json!(1))],
             attempts: 0,
         };
         let v: Value = serde_json::from_slice(&feedback_body(&job)).unwrap();

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Number, Value};
 use crate::config::{Plan, RowFormat};
 use crate::data::Dataset;
 use crate::error::ReplayError;
+use crate::model::MissingPolicy;
 use crate::model::ModelInfo;
 use crate::rng::Rng;
 
@@ -85,6 +86,9 @@ pub enum RequestKind {
 pub struct RowMeta {
     /// The true label: 0 = normal, 1 = anomaly.
     pub label: u8,
+    /// A classifier's or regressor's truth (the class, or the value), sent as feedback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truth: Option<Value>,
     /// `file.csv:line`.
     pub source: String,
 }
@@ -94,6 +98,8 @@ pub struct RowMeta {
 pub enum Expect {
     /// 200 with one result per row.
     Scored,
+    /// 200 with a result for every other row and an error for each of these (per-row policy).
+    ScoredExcept(Vec<usize>),
     /// 422 naming one of these (row, feature) cells, which were sent as null.
     NullRejected(Vec<(usize, String)>),
     /// Any 4xx.
@@ -115,11 +121,23 @@ pub struct PlannedRequest {
 }
 
 impl PlannedRequest {
+    /// What a service refusing every null (the default policy) answers.
     pub fn expect(&self) -> Expect {
-        match self.kind {
-            RequestKind::Garbage(_) => Expect::ClientError,
-            RequestKind::Rows if self.nulls.is_empty() => Expect::Scored,
-            RequestKind::Rows => Expect::NullRejected(self.nulls.clone()),
+        self.expect_with(MissingPolicy::Reject)
+    }
+
+    /// What the service answers under the model's missing-value policy.
+    pub fn expect_with(&self, policy: MissingPolicy) -> Expect {
+        match (self.kind, policy) {
+            (RequestKind::Garbage(_), _) => Expect::ClientError,
+            (RequestKind::Rows, _) if self.nulls.is_empty() => Expect::Scored,
+            (RequestKind::Rows, MissingPolicy::Reject) => Expect::NullRejected(self.nulls.clone()),
+            (RequestKind::Rows, MissingPolicy::Impute) => Expect::Scored,
+            (RequestKind::Rows, MissingPolicy::PerRow) => {
+                let mut rows: Vec<usize> = self.nulls.iter().map(|(r, _)| *r).collect();
+                rows.dedup();
+                Expect::ScoredExcept(rows)
+            }
         }
     }
 }
@@ -193,6 +211,11 @@ impl Generator {
             .map(|f| f.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
+        if plan.anomaly_fraction > 0.0 && model.task != crate::model::Task::Autoencoder {
+            return Err(ReplayError::config(
+                "the anomalies scenario sends rows labelled as anomalies, which only an autoencoder's data has; this model is a classifier or a regressor: use normal, drift, missing, garbage and feedback".to_string(),
+            ));
+        }
         if plan.anomaly_fraction > 0.0 && data.anomalous.is_empty() {
             return Err(ReplayError::Data(format!(
                 "the anomalies scenario needs rows labelled 1, and {files} has none; pass a labelled CSV with --data (and --label-column if the label is not in \"label\")"
@@ -291,6 +314,7 @@ impl Generator {
         }
         let meta = RowMeta {
             label: source.label,
+            truth: source.truth.clone(),
             source: source.origin.clone(),
         };
         (values, meta)

@@ -25,10 +25,14 @@ impl Service {
     /// The service as `inference serve` would start it with these flags (parsed by its own command
     /// line, so the test keeps compiling as the service gains options), on a free loopback port.
     async fn start(extra: &[&str]) -> Service {
+        Self::start_model(&replay::bundled_model_dir(), extra).await
+    }
+
+    /// The service serving the model in `model_dir`.
+    async fn start_model(model_dir: &std::path::Path, extra: &[&str]) -> Service {
         let ort = std::env::var("ORT_DYLIB_PATH").expect(
             "ORT_DYLIB_PATH must point at libonnxruntime.so (source scripts/env.sh, or run scripts/test.sh)",
         );
-        let model_dir = replay::bundled_model_dir();
         let mut argv = vec![
             "inference",
             "serve",
@@ -440,4 +444,108 @@ async fn the_token_goes_with_every_request() {
         "{:?}",
         s.warnings
     );
+}
+
+/// The service's 10-minute summary once its recorder has taken `labelled` labels (at most 5 s).
+async fn settled_summary(svc: &Service, labelled: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = svc.state.monitor.summary_json(600);
+        if s["model"]["ground_truth"]["labelled"].as_u64() >= Some(labelled)
+            || Instant::now() > deadline
+        {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An example model's directory with its card's missing-value policy set to `policy`.
+fn example_with_policy(name: &str, policy: &str) -> PathBuf {
+    let src = replay::bundled_model_dir().join("..").join(name);
+    let dir = temp_file(&format!("{name}-{policy}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["model.onnx", "holdout.csv"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut card: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("model_card.json")).unwrap())
+            .unwrap();
+    card["missing_values"] = serde_json::json!({"policy": policy});
+    std::fs::write(dir.join("model_card.json"), card.to_string()).unwrap();
+    dir
+}
+
+/// A classifier whose card scores rows one by one: requests with nulls are answered 200 with an
+/// error per refused row, the other rows are scored and labelled with their class, and the
+/// service's monitoring counts what the replay sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classifier_scoring_row_by_row_is_replayed_with_nulls_and_class_labels() {
+    let dir = example_with_policy("wbc-gbt-classifier", "per_row");
+    let svc = Service::start_model(&dir, &[]).await;
+    let mut cfg = svc.config(
+        &[Scenario::Normal, Scenario::Missing, Scenario::Feedback],
+        30,
+    );
+    cfg.data = dir.clone();
+    cfg.missing_requests = Some(0.5);
+    cfg.feedback_delay = Duration::from_millis(100);
+    let s = replay(cfg).await;
+    let c = &s.counts;
+    assert!(s.is_success(), "{}", s.to_table());
+    assert_eq!((c.accepted, c.unexpected, c.server_errors), (30, 0, 0));
+    assert!(c.rows_refused > 0, "{}", s.to_table());
+    assert_eq!(c.rows_scored + c.rows_refused, c.rows_sent);
+    assert_eq!(c.feedback_accepted, c.rows_scored, "{}", s.to_table());
+    let summary = settled_summary(&svc, c.rows_scored).await;
+    assert_eq!(summary["data"]["rows"], c.rows_scored);
+    assert_eq!(summary["data"]["refused_rows"], c.rows_refused);
+    assert_eq!(summary["model"]["ground_truth"]["labelled"], c.rows_scored);
+    assert!(
+        summary["model"]["ground_truth"]["accuracy"]
+            .as_f64()
+            .unwrap()
+            > 0.8
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A regressor that imputes: every row is scored, nulls included, and the true values go back as
+/// feedback; the anomalies scenario is refused with a sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regressor_that_imputes_is_replayed_with_drift_nulls_and_true_values() {
+    let dir = example_with_policy("diabetes-regressor", "impute");
+    let svc = Service::start_model(&dir, &[]).await;
+    let mut cfg = svc.config(
+        &[Scenario::Drift, Scenario::Missing, Scenario::Feedback],
+        20,
+    );
+    cfg.data = dir.clone();
+    cfg.feedback_delay = Duration::from_millis(100);
+    let s = replay(cfg).await;
+    let c = &s.counts;
+    assert!(s.is_success(), "{}", s.to_table());
+    assert_eq!(
+        (c.accepted, c.rows_scored, c.rows_refused),
+        (20, c.rows_sent, 0)
+    );
+    assert_eq!(c.feedback_accepted, c.rows_sent);
+    let summary = settled_summary(&svc, c.rows_sent).await;
+    let imputed: u64 = summary["data"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["imputed"].as_u64().unwrap())
+        .sum();
+    assert!(imputed > 0, "{summary}");
+    assert!(summary["model"]["ground_truth"]["mae"].as_f64().unwrap() > 0.0);
+
+    let mut cfg = svc.config(&[Scenario::Anomalies], 5);
+    cfg.data = dir.clone();
+    let e = replay::run(cfg, |_| {}, CancelToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("only an autoencoder's data has"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -500,6 +500,16 @@ impl Monitor {
         }
     }
 
+    /// `GET /v1/monitoring/summary` for the `seconds` up to now: whole minutes, the current one
+    /// plus enough before it to cover the window.
+    pub fn summary_json(&self, seconds: i64) -> serde_json::Value {
+        let to = now_secs();
+        let last = to / 60;
+        let first = last - seconds / 60 + 1;
+        let (merged, minutes) = self.merged(first, last);
+        summary::summarize(self, &merged, minutes, seconds, to)
+    }
+
     /// The buckets with minute in [from, to] merged into one, and how many minutes had data.
     pub fn merged(&self, from_minute: i64, to_minute: i64) -> (Bucket, usize) {
         let history = self.history.lock().expect("not poisoned");
