@@ -21,13 +21,14 @@ report() {
   printf '%6d s  total (exit %d)\n' $((SECONDS - SUITE_START)) "$rc"
 }
 trap report EXIT
-# stage NAME COMMAND...: runs one stage and records its time.
+# stage NAME COMMAND...: runs one stage and records its time (a failed stage too, then stops).
 stage() {
-  local name=$1 t0=$SECONDS
+  local name=$1 t0=$SECONDS rc=0
   shift
   printf '\n=== %s\n' "$name"
-  "$@"
-  STAGES+=("$(printf '%6d s  %s' $((SECONDS - t0)) "$name")")
+  "$@" || rc=$?
+  STAGES+=("$(printf '%6d s  %s%s' $((SECONDS - t0)) "$name" "$([ "$rc" -eq 0 ] || echo " (FAILED, exit $rc)")")")
+  return "$rc"
 }
 
 stage "set-up (apt, Python venv, tauri-driver)" bash scripts/setup.sh

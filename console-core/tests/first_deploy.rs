@@ -57,12 +57,16 @@ fn provision_configure_and_first_deploy() {
     // The throw-away keyring's unlock password: made here, read by `read` (a shell builtin) from
     // stdin and piped by `printf` (a builtin too) to the daemon, so it is in no argv and no file.
     let password = support::random_hex(16);
-    let script = "IFS= read -r pw || exit 1\n\
-                  printf '%s' \"$pw\" | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1\n\
-                  unset pw\n\
-                  exec \"$0\" --exact inner_first_deploy --ignored --nocapture --test-threads 1 </dev/null";
+    let script = format!(
+        "IFS= read -r pw || exit 1\n\
+         printf '%s' \"$pw\" | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1\n\
+         unset pw\n\
+         {}\n\
+         exec \"$0\" --exact inner_first_deploy --ignored --nocapture --test-threads 1 </dev/null",
+        support::WAIT_FOR_SECRET_SERVICE
+    );
     let mut child = Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", script])
+        .args(["--", "sh", "-c", &script])
         .arg(std::env::current_exe().unwrap())
         .env("HOME", home.path())
         .env(INNER, "1")

@@ -76,7 +76,10 @@ fn run_inner(inner: &str, home: &Path, bus: bool, prelude: &str, fx: &Fixtures) 
 
 fn unlock_prelude() -> String {
     // `printf` is a shell builtin: the password goes through a pipe, never into an argv.
-    "printf '%s' \"$KEYRING_PW\" | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1".to_string()
+    format!(
+        "printf '%s' \"$KEYRING_PW\" | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1; {}",
+        support::WAIT_FOR_SECRET_SERVICE
+    )
 }
 
 fn is_inner() -> bool {
@@ -153,7 +156,10 @@ fn a_locked_keychain_is_a_clear_error() {
         "inner_locked",
         home.path(),
         true,
-        "gnome-keyring-daemon --start --components=secrets >/dev/null || exit 1",
+        &format!(
+            "gnome-keyring-daemon --start --components=secrets >/dev/null || exit 1; {}",
+            support::WAIT_FOR_SECRET_SERVICE
+        ),
         &fx,
     );
 }

@@ -130,6 +130,11 @@ class Console:
         script = (
             "printf '%s' \"$KEYRING_PASSWORD\" | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 1; "
             "unset KEYRING_PASSWORD; "
+            # Until the daemon owns the Secret Service's name: a client asking earlier makes D-Bus
+            # start a second daemon that knows no password (and wants a prompt).
+            "i=0; until dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus "
+            "org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q 'boolean true'; "
+            "do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done; "
             f"exec tauri-driver --port {self.driver_port} --native-port {native}"
         )
         env["KEYRING_PASSWORD"] = secrets.token_hex(8)

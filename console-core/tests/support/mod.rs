@@ -527,6 +527,12 @@ pub fn tail_file(path: &Path, max: usize) -> String {
 /// True when every command in `tools` is on PATH; otherwise says which are missing and skips, or
 /// panics when MLOPS_REQUIRE_DOCKER=1 (CI: a missing tool is a failure, not a skip).
 #[allow(dead_code)]
+/// A shell snippet that waits (at most 5 s) until the keyring daemon owns the Secret Service's
+/// name on the session bus. Without it a client can ask before the daemon started by
+/// `gnome-keyring-daemon --unlock` has claimed the name, and D-Bus activates a second daemon that
+/// knows no password: it then wants a prompt to create the login keyring ("prompt dismissed").
+pub const WAIT_FOR_SECRET_SERVICE: &str = "i=0; until dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q 'boolean true'; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done";
+
 pub fn tools_or_skip(tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools
         .iter()
