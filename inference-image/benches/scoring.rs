@@ -1,6 +1,6 @@
 //! In-process scoring benchmarks (criterion), on the bundled WBC autoencoder and real holdout rows:
 //!
-//! * `scorer/errors/{1,64}`  — `Scorer::errors`: one ONNX Runtime `run` plus the error arithmetic,
+//! * `scorer/errors/{1,64}`  — `Scorer::score`: one ONNX Runtime `run` plus the error arithmetic,
 //!   on the calling thread (the floor for any server).
 //! * `request/parse_validate/{1,64}` — `serde_json::from_slice::<PredictRequest>` + `request::to_matrix`
 //!   on the exact bytes a client sends.
@@ -108,7 +108,7 @@ fn benches(c: &mut Criterion) {
         let m = matrix(&fx.rows[..n]);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &m, |b, m| {
-            b.iter(|| scorer.errors(black_box(m)).expect("scores"))
+            b.iter(|| scorer.score(black_box(m)).expect("scores"))
         });
     }
     group.finish();

@@ -261,11 +261,6 @@ impl Scorer {
             }
         }
     }
-
-    /// The autoencoder's reconstruction errors (the score of every task, for card building).
-    pub fn errors(&mut self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
-        Ok(self.score(rows)?.scores)
-    }
 }
 
 /// The index of the largest value, the first one on ties (as ONNX's ArgMax).
