@@ -6,6 +6,10 @@ with the card `inference card` builds for it.
 - Every prediction on every held-out row is compared with ONNX Runtime run from Python on the same
   rows (labels exactly, probabilities and values to float32 precision), for arrays and named rows.
 - The held-out metrics in each card and the ground-truth metrics from feedback agree with scikit-learn.
+- A classifier's card counts the classes it predicts on the held-out rows (else the reference rows); the
+  summary's `class_drift` compares the window's predicted classes with them (PSI by hand, Jensen-Shannon
+  distance by SciPy): the held-out rows themselves are `ok`, rows of one class region `drift`, and the
+  `class_share:<class>` series split each minute's rows between the classes.
 - The missing-value policies with 10 % of cells missing: `reject` refuses, `impute` scores every row
   with the training value and counts each imputed cell, `per-row` scores the complete rows and answers
   each other row with its own error (status 200); nothing is lost and the counts match what was sent.
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import (accuracy_score, f1_score, log_loss, mean_absolute_error, mean_squared_error,
                              precision_recall_fscore_support, precision_score, r2_score, recall_score,
                              roc_auc_score)
@@ -99,12 +104,18 @@ def test_committed_example_cards_are_what_the_builder_builds(built, name):
 
 def test_the_builder_reads_each_graph_as_exported(built):
     wbc = json.loads((built["wbc-gbt-classifier"] / "model_card.json").read_text())
+    wbc_baseline = wbc["classifier"].pop("predicted_baseline")
     assert (wbc["output_name"], wbc["classifier"]) == (
         "probabilities", {"classes": ["0", "1"], "probabilities": "tensor"})
     assert (wbc["score"]["error"], wbc["score"]["threshold"]) == ("positive_class_probability", 0.5)
     wine = json.loads((built["wine-classifier"] / "model_card.json").read_text())
+    wine_baseline = wine["classifier"].pop("predicted_baseline")
     assert (wine["output_name"], wine["classifier"]) == (
         "output_probability", {"classes": ["0", "1", "2"], "probabilities": "map_int64"})
+    for name, baseline in (("wbc-gbt-classifier", wbc_baseline), ("wine-classifier", wine_baseline)):
+        card = json.loads((built[name] / "model_card.json").read_text())
+        _, rows, _ = tasks.read(MODELS / name / "holdout.csv")
+        assert baseline == {"source": "holdout", "counts": _class_counts(card, built[name], rows)}, name
     assert wine["score"]["error"] == "predicted_class_probability" and "threshold" not in wine["score"]
     reg = json.loads((built["diabetes-regressor"] / "model_card.json").read_text())
     assert (reg["output_name"], reg["score"]["error"], reg.get("classifier")) == ("variable", "prediction", None)
@@ -246,6 +257,92 @@ def _check_ground_truth(card: dict, gt: dict, labels: list[str], out: dict) -> N
     assert gt["expected_calibration_error"] == pytest.approx(_ece(confidence, predicted == truth), abs=1e-6)
 
 
+def _predicted(card: dict, model: Path, rows: list[list[float]]) -> np.ndarray:
+    """The class index ONNX Runtime's probabilities give each row, as the service predicts it (a binary
+    classifier's positive class above its decision threshold)."""
+    out = tasks.ort_outputs(tasks.session(model), card, rows)
+    p = tasks.probabilities(card, out[card["output_name"]])
+    if len(card["classifier"]["classes"]) == 2:
+        return (p[:, 1] > card["score"]["threshold"]).astype(int)
+    return p.argmax(axis=1)
+
+
+def _class_counts(card: dict, model_or_dir: Path, rows: list[list[float]]) -> list[int]:
+    model = model_or_dir / "model.onnx" if model_or_dir.is_dir() else model_or_dir
+    return np.bincount(_predicted(card, model, rows), minlength=len(card["classifier"]["classes"])).tolist()
+
+
+def _psi(baseline, current, eps: float = 1e-4) -> float:
+    """PSI as the service defines it: shares floored at eps, not renormalised."""
+    b = np.maximum(np.asarray(baseline, float) / sum(baseline), eps)
+    c = np.maximum(np.asarray(current, float) / sum(current), eps)
+    return float(((c - b) * np.log(c / b)).sum())
+
+
+def _series(url: str, metric: str, start: int, end: int) -> dict[int, float | None]:
+    r = net.http_request("GET", f"{url}/v1/monitoring/series?metric={metric}&from={start}&to={end}&step=60",
+                         headers=_auth())
+    assert r.status == 200, r.body[:300]
+    return {p["t"]: p["value"] for p in r.json()["points"]}
+
+
+@pytest.mark.parametrize("name,region_class", [("wine-classifier", "0"), ("wbc-gbt-classifier", "1")])
+def test_predicted_classes_drift_from_the_card_baseline(name, region_class):
+    model_dir = MODELS / name
+    card = json.loads((model_dir / "model_card.json").read_text())
+    classes = card["classifier"]["classes"]
+    baseline = card["classifier"]["predicted_baseline"]
+    _, rows, labels = tasks.read(model_dir / "holdout.csv")
+    assert baseline == {"source": "holdout", "counts": _class_counts(card, model_dir, rows)}
+    # The rows of one class region (held-out rows labelled with one class), four times over.
+    region = [r for r, l in zip(rows, labels) if str(int(float(l))) == region_class] * 4
+    start = int(time.time()) - 60
+    with running(model_dir=model_dir, env={"INFERENCE_API_TOKEN": TOKEN}) as (url, _):
+        for i in range(0, len(rows), 50):
+            _predict(url, rows[i:i + 50])
+        d = _summary(url, len(rows))["model"]["class_drift"]
+        assert d["rows"] == len(rows) and d["baseline_rows"] == len(rows) and d["source"] == "holdout"
+        assert d["baseline"] == pytest.approx([n / len(rows) for n in baseline["counts"]], abs=1e-15)
+        assert d["current"] == pytest.approx(d["baseline"], abs=1e-15)
+        # The held-out rows predict exactly the baseline's classes: nothing has moved.
+        assert d["verdict"] == "ok" and d["psi"] < 1e-9 and d["js"] < 1e-6, d
+
+        for i in range(0, len(region), 50):
+            _predict(url, region[i:i + 50])
+        s = _summary(url, len(rows) + len(region))
+        d = s["model"]["class_drift"]
+        current = [a + b for a, b in zip(baseline["counts"], _class_counts(card, model_dir, region))]
+        assert [c["rows"] for c in s["model"]["predicted_classes"]] == current
+        assert d["rows"] == sum(current)
+        assert d["current"] == pytest.approx([n / sum(current) for n in current], abs=1e-15)
+        assert d["psi"] == pytest.approx(_psi(baseline["counts"], current), rel=1e-9)
+        assert d["js"] == pytest.approx(float(jensenshannon(baseline["counts"], current, base=2)), rel=1e-9)
+        assert d["psi"] >= 0.25 and d["verdict"] == "drift", d
+        assert s["thresholds"]["class_drift"]["min_samples"] == 30
+
+        # Each minute's rows split between the classes: the shares sum to 1, and share x rows gives
+        # each class's count over the window.
+        end = int(time.time()) + 60
+        shares = {c: _series(url, f"class_share:{c}", start, end) for c in classes}
+        rows_per_minute = _series(url, "rows", start, end)
+        psi = _series(url, "class_psi", start, end)
+        minutes = [t for t, n in rows_per_minute.items() if n]
+        assert minutes, rows_per_minute
+        for t in minutes:
+            assert sum(shares[c][t] for c in classes) == pytest.approx(1.0, abs=1e-12), t
+            assert psi[t] is not None and psi[t] >= 0, (t, psi)
+        for t in set(rows_per_minute) - set(minutes):
+            assert all(shares[c][t] is None for c in classes) and psi[t] is None, t
+        for c, n in zip(classes, current):
+            assert sum(shares[c][t] * rows_per_minute[t] for t in minutes) == pytest.approx(n, abs=1e-9), c
+        if len(minutes) == 1:  # all in one minute: the step's PSI is the window's
+            assert psi[minutes[0]] == pytest.approx(d["psi"], rel=1e-12)
+
+        r = net.http_request("GET", f"{url}/v1/monitoring/series?metric=class_share:nope", headers=_auth())
+        assert r.status == 400 and "unknown metric" in r.json()["error"], r.body[:300]
+        assert "not a class of this model" in r.json()["error"]
+
+
 def test_the_bundled_autoencoder_is_served_as_before():
     card = json.loads((project.MODEL_DIR / "model_card.json").read_text())
     features, labels = project.holdout()
@@ -364,6 +461,7 @@ REFUSALS = {
     "string_input": ("regressor", ['"x"', "takes string"]),
     "no_batch_3d_output": ("regressor", ['"y"', "float32 [?, 2, 2]"]),
     "classifier_without_probabilities": ("classifier", ['"label"', "per-class probabilities"]),
+    "classifier_logits": ("classifier", ['"scores"', "not probabilities", "softmax"]),
 }
 
 
@@ -413,6 +511,10 @@ def test_unusual_graphs_are_served_like_onnxruntime_runs_them(tmp_path, graph):
            "--name", graph, "--out", str(out_dir)])
     card = json.loads((out_dir / "model_card.json").read_text())
     assert [f["name"] for f in card["features"]] == header
+    if task == "classifier":  # without --holdout the baseline counts the reference rows' classes
+        _, ref_rows, _ = tasks.read(tmp_path / "ref.csv")
+        assert card["classifier"].pop("predicted_baseline") == {
+            "source": "reference", "counts": _class_counts(card, model, ref_rows)}
     if graph == "classifier_string_zipmap":
         assert card["classifier"] == {"classes": ["setosa", "versicolor", "virginica"], "probabilities": "map_string"}
     if graph == "binary_classifier_int_zipmap":

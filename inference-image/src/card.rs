@@ -79,6 +79,29 @@ pub struct ClassifierSpec {
     /// Binary only: the class whose probability is the score and is compared with the threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positive_class: Option<String>,
+    /// How often each class was predicted on known rows: the baseline the live predicted-class
+    /// distribution is compared with (`model.class_drift`). Cards without it get no class drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_baseline: Option<PredictedBaseline>,
+}
+
+/// Which rows a classifier's predicted-class baseline was counted on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineSource {
+    /// The labelled held-out rows (`inference card --holdout`).
+    Holdout,
+    /// The reference rows (when there is no holdout).
+    Reference,
+}
+
+/// The classes a classifier predicted on the baseline rows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PredictedBaseline {
+    pub source: BaselineSource,
+    /// Rows predicted as each class, in `classes` order (a binary classifier's prediction is at
+    /// its decision threshold, as the service predicts).
+    pub counts: Vec<u64>,
 }
 
 /// What happens to a row with a missing value (null or left out).
@@ -425,6 +448,11 @@ impl ModelCard {
             .collect()
     }
 
+    /// A classifier's predicted-class baseline, if its card has one.
+    pub fn predicted_baseline(&self) -> Option<&PredictedBaseline> {
+        self.classifier.as_ref()?.predicted_baseline.as_ref()
+    }
+
     /// The binary classifier's positive class index, if this is one.
     pub fn positive_class(&self) -> Option<usize> {
         let c = self.classifier.as_ref()?;
@@ -479,6 +507,18 @@ fn check_classes(c: &ClassifierSpec) -> Result<(), String> {
                 "positive_class {p:?} is not one of the classes {:?}",
                 c.classes
             ));
+        }
+    }
+    if let Some(b) = &c.predicted_baseline {
+        if b.counts.len() != c.classes.len() {
+            return Err(format!(
+                "classifier.predicted_baseline has {} counts for {} classes; it needs one per class, in class order",
+                b.counts.len(),
+                c.classes.len()
+            ));
+        }
+        if b.counts.iter().all(|&n| n == 0) {
+            return Err("classifier.predicted_baseline counts no rows".into());
         }
     }
     Ok(())
@@ -540,6 +580,7 @@ mod tests {
             classes: classes.iter().map(|c| c.to_string()).collect(),
             probabilities: layout,
             positive_class: None,
+            predicted_baseline: None,
         });
         card.score.error = if classes.len() == 2 {
             POSITIVE_PROBABILITY
@@ -578,6 +619,17 @@ mod tests {
         let mut c = classifier(&["no", "yes"], ProbabilityLayout::Tensor);
         c.classifier = None;
         assert!(err(c).contains("needs a \"classifier\" section"));
+        let with_baseline = |counts: &[u64]| {
+            let mut c = classifier(&["a", "b", "c"], ProbabilityLayout::Tensor);
+            c.classifier.as_mut().unwrap().predicted_baseline = Some(PredictedBaseline {
+                source: BaselineSource::Holdout,
+                counts: counts.to_vec(),
+            });
+            c
+        };
+        with_baseline(&[3, 0, 5]).check().unwrap();
+        assert!(err(with_baseline(&[3, 5])).contains("2 counts for 3 classes"));
+        assert!(err(with_baseline(&[0, 0, 0])).contains("counts no rows"));
 
         let mut r = bundled();
         r.task = Task::Regressor;
@@ -586,6 +638,33 @@ mod tests {
         assert!(err(r.clone()).contains("has no threshold"));
         r.score.threshold = None;
         r.check().unwrap();
+    }
+
+    #[test]
+    fn the_predicted_class_baseline_is_optional_and_written_only_when_present() {
+        let old: ClassifierSpec =
+            serde_json::from_str(r#"{"classes": ["a", "b"], "probabilities": "tensor"}"#).unwrap();
+        assert_eq!(old.predicted_baseline, None);
+        assert!(serde_json::to_value(&old)
+            .unwrap()
+            .get("predicted_baseline")
+            .is_none());
+        let new: ClassifierSpec = serde_json::from_str(
+            r#"{"classes": ["a", "b"], "probabilities": "tensor",
+                "predicted_baseline": {"source": "reference", "counts": [7, 3]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            new.predicted_baseline,
+            Some(PredictedBaseline {
+                source: BaselineSource::Reference,
+                counts: vec![7, 3]
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(&new).unwrap()["predicted_baseline"],
+            serde_json::json!({"source": "reference", "counts": [7, 3]})
+        );
     }
 
     #[test]

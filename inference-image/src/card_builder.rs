@@ -13,9 +13,9 @@ use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::card::{
-    ClassifierSpec, Evaluation, FeatureStats, Histogram, InputSpec, InputType, MissingValues,
-    ModelCard, ProbabilityLayout, ScoreBaseline, ScoreSpec, Task, CARD_FILE, ERROR_KIND,
-    POSITIVE_PROBABILITY, PREDICTED_PROBABILITY, PREDICTION, SCHEMA_VERSION,
+    BaselineSource, ClassifierSpec, Evaluation, FeatureStats, Histogram, InputSpec, InputType,
+    MissingValues, ModelCard, PredictedBaseline, ProbabilityLayout, ScoreBaseline, ScoreSpec, Task,
+    CARD_FILE, ERROR_KIND, POSITIVE_PROBABILITY, PREDICTED_PROBABILITY, PREDICTION, SCHEMA_VERSION,
 };
 use crate::config::CardArgs;
 use crate::scorer::{init_runtime, open_session, tensor_of, Outputs, Scorer};
@@ -448,6 +448,7 @@ fn find_classes(
                         .map(|(s, p)| (s.to_vec(), p.iter().map(|&x| x as f32).collect()))
                 })?;
             let k = *shape.last().unwrap_or(&0) as usize;
+            probabilities_or_refuse(&found.output_name, &shape, &p, k)?;
             let labels: Option<Vec<String>> = match &found.label_output {
                 Some(name) => {
                     let v = &outputs[name.as_str()];
@@ -510,6 +511,40 @@ fn find_classes(
         (None, Some(graph)) => Ok(graph),
         (None, None) => bail!("cannot tell the classes; name them with --classes"),
     }
+}
+
+/// Refuses a probability tensor whose rows are not probabilities on the reference rows: a value
+/// outside [0, 1] or a row that does not sum to 1 (logits without a softmax, or an autoencoder's
+/// reconstruction picked with `--task classifier`). The monitoring reads these numbers as
+/// probabilities, so serving anything else would draw wrong charts.
+fn probabilities_or_refuse(output: &str, shape: &[i64], p: &[f32], k: usize) -> anyhow::Result<()> {
+    const TOLERANCE: f64 = 1e-3;
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut worst_sum: Option<f64> = None;
+    for row in p.chunks_exact(k.max(1)) {
+        let sum: f64 = row.iter().map(|&x| f64::from(x)).sum();
+        for &x in row {
+            lo = lo.min(f64::from(x));
+            hi = hi.max(f64::from(x));
+        }
+        if worst_sum.is_none_or(|w| (sum - 1.0).abs() > (w - 1.0).abs()) {
+            worst_sum = Some(sum);
+        }
+    }
+    let Some(worst_sum) = worst_sum else {
+        return Ok(());
+    };
+    if lo < -TOLERANCE || hi > 1.0 + TOLERANCE || (worst_sum - 1.0).abs() > 10.0 * TOLERANCE {
+        let dims: Vec<String> = shape
+            .iter()
+            .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
+            .collect();
+        bail!(
+            "output {output:?} [{}] is not probabilities: on the reference rows its values run from {lo:.4} to {hi:.4} and a row sums to {worst_sum:.4}, not 1; export the model with its softmax (predict_proba), or pick the task that matches it (an autoencoder's reconstruction looks like this)",
+            dims.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The raw feed of `rows` for `found`'s inputs, for inspection runs.
@@ -657,6 +692,7 @@ pub fn build(args: &CardArgs) -> anyhow::Result<String> {
             classes,
             probabilities: found.probabilities.expect("a classifier"),
             positive_class: args.positive_class.clone(),
+            predicted_baseline: None,
         }),
         missing_values: MissingValues {
             policy: args.missing,
@@ -690,7 +726,8 @@ pub fn build(args: &CardArgs) -> anyhow::Result<String> {
         }
         None => (reference.rows.clone(), "reference"),
     };
-    let mut scores = scorer.score(&flatten(&calibration))?.scores;
+    let calibration_outputs = scorer.score(&flatten(&calibration))?;
+    let mut scores = calibration_outputs.scores.clone();
     if let Some(bad) = scores.iter().position(|s| !s.is_finite()) {
         bail!(
             "the model's score for {calibration_name} row {} is not a finite number",
@@ -722,11 +759,31 @@ pub fn build(args: &CardArgs) -> anyhow::Result<String> {
         quantiles: quantiles(&scores),
         histogram: decile_histogram(&scores),
     };
+    // The classes predicted on the held-out rows, else on the reference rows: the baseline of the
+    // live predicted-class distribution.
+    let mut predicted: Option<(BaselineSource, Vec<u32>)> = None;
     if let Some(path) = &args.holdout {
         let t = read_labelled(path, &args.label_column)?;
         same_header(&t.header, &reference.header, path)?;
         let outputs = scorer.score(&flatten(&t.rows))?;
         card.evaluation = Some(evaluate(&card, &t.labels, &outputs, path)?);
+        predicted = Some((BaselineSource::Holdout, outputs.classes));
+    }
+    if let Some(spec) = card.classifier.as_mut() {
+        let (source, classes) = match predicted {
+            Some(p) => p,
+            None if args.calibration.is_none() => {
+                (BaselineSource::Reference, calibration_outputs.classes)
+            }
+            None => (
+                BaselineSource::Reference,
+                scorer.score(&flatten(&reference.rows))?.classes,
+            ),
+        };
+        spec.predicted_baseline = Some(PredictedBaseline {
+            source,
+            counts: class_counts(&classes, spec.classes.len()),
+        });
     }
     card.training = Some(json!({
         "source": format!("built by `inference card` from {}", file_name(&args.reference)),
@@ -883,6 +940,17 @@ fn evaluate(
     Ok(e)
 }
 
+/// Rows per predicted class index, for `k` classes.
+pub fn class_counts(predicted: &[u32], k: usize) -> Vec<u64> {
+    let mut counts = vec![0; k];
+    for &c in predicted {
+        if let Some(n) = counts.get_mut(c as usize) {
+            *n += 1;
+        }
+    }
+    counts
+}
+
 /// The index of the class a label names: the class as written, or the same number ("1" and "1.0").
 pub fn class_index(classes: &[String], label: &str) -> Option<usize> {
     let label = label.trim();
@@ -1032,8 +1100,29 @@ mod tests {
         assert_eq!(class_index(&named, "1"), None);
     }
 
+    #[test]
+    fn class_counts_count_each_predicted_index() {
+        assert_eq!(class_counts(&[2, 0, 2, 2], 3), vec![1, 0, 3]);
+        assert_eq!(class_counts(&[], 2), vec![0, 0]);
+    }
+
     /// Hand-computed cases (scikit-learn gives the same: mean_absolute_error, mean_squared_error,
     /// r2_score, log_loss).
+    #[test]
+    fn a_probability_tensor_must_hold_probabilities() {
+        let shape = [-1, 3];
+        assert!(probabilities_or_refuse("p", &shape, &[0.2, 0.3, 0.5, 1.0, 0.0, 0.0], 3).is_ok());
+        let logits = probabilities_or_refuse("scores", &shape, &[2.0, -1.0, 0.5], 3).unwrap_err();
+        let text = logits.to_string();
+        assert!(
+            text.contains("\"scores\" [?, 3] is not probabilities"),
+            "{text}"
+        );
+        assert!(text.contains("from -1.0000 to 2.0000"), "{text}");
+        // In [0, 1] but not summing to 1 (a reconstruction of scaled features).
+        assert!(probabilities_or_refuse("r", &shape, &[0.9, 0.8, 0.7], 3).is_err());
+    }
+
     #[test]
     fn regression_metrics_and_log_loss_on_fixed_cases() {
         let (mae, rmse, r2) = regression_metrics(&[3.0, -0.5, 2.0, 7.0], &[2.5, 0.0, 2.0, 8.0]);

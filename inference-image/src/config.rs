@@ -89,6 +89,9 @@ pub struct ServeArgs {
     // Publishing the key monitoring series to CloudWatch (off unless a namespace is set).
     #[command(flatten)]
     pub cloudwatch: crate::monitor::cloudwatch::CloudWatchArgs,
+    // Alert rules, their evaluation and the webhook they are delivered to.
+    #[command(flatten)]
+    pub alerts: crate::alerts::AlertArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -143,7 +146,8 @@ pub struct CardArgs {
     #[arg(long)]
     pub calibration: Option<PathBuf>,
     /// CSV of labelled rows (features + the label column) to report held-out metrics on:
-    /// autoencoder: 1 = anomaly; classifier: the class; regressor: the true value.
+    /// autoencoder: 1 = anomaly; classifier: the class; regressor: the true value. A classifier's
+    /// predicted-class baseline is counted on these rows (default: on the reference rows).
     #[arg(long)]
     pub holdout: Option<PathBuf>,
     #[arg(long, default_value = "label")]

@@ -10,6 +10,22 @@ use crate::engine::EngineError;
 use crate::monitor::feedback::{ItemProblem, Refusal};
 use crate::request::{Issue, RequestError};
 
+/// An error and its causes as one sentence, each cause appended once (`a: b: c`); for logs and
+/// delivery reports of outbound calls (CloudWatch, the alert webhook).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{}", describe_issues(.0))]

@@ -50,6 +50,7 @@ pub struct AppState {
     /// `/openapi.json`, specialised to this model and these limits.
     pub openapi: String,
     pub monitor: Arc<Monitor>,
+    pub alerts: crate::alerts::Alerts,
     pub access: Access,
 }
 
@@ -75,7 +76,10 @@ pub fn openapi_document(card: &ModelCard, limits: &Limits, service_version: &str
         card.version,
         names.join(", ")
     ));
-    let metrics: Vec<String> = crate::monitor::series::metric_names(&names);
+    let metrics: Vec<String> = crate::monitor::series::metric_names(
+        &names,
+        card.classifier.as_ref().map_or(&[][..], |c| &c.classes[..]),
+    );
     let named = &mut schemas["RowNamed"];
     named["required"] = json!(names);
     named["properties"] = card
@@ -242,6 +246,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/feedback", post(monitoring_api::feedback))
         .route("/v1/monitoring/summary", get(monitoring_api::summary))
         .route("/v1/monitoring/series", get(monitoring_api::series))
+        .route("/v1/monitoring/alerts", get(monitoring_api::alerts))
         .route("/metrics", get(monitoring_api::metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)

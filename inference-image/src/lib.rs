@@ -2,6 +2,7 @@
 //! start the same server in-process.
 
 pub mod access;
+pub mod alerts;
 pub mod card;
 pub mod card_builder;
 pub mod config;
@@ -82,14 +83,38 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
     }
     let card = Arc::new(card);
     let monitor = Monitor::with_switch(Arc::clone(&card), args.state_dir.clone(), args.monitoring);
+    // Rules and the webhook URL are checked before anything starts.
+    let alerts = alerts::Alerts::build(
+        &args.alerts,
+        &monitor,
+        alerts::evaluator::Origin {
+            service: args
+                .cloudwatch
+                .service
+                .clone()
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| card.name.clone()),
+            model: card.name.clone(),
+            model_version: card.version.clone(),
+            image_tag: args.image_tag.clone(),
+        },
+        args.state_dir.as_deref(),
+    )?;
     monitor.load_state()?;
     monitor.start();
     monitor.start_flushing(Duration::from_secs(args.state_flush_secs.max(1)));
     monitor::cloudwatch::start(&args.cloudwatch, &monitor).await?;
+    if monitor.enabled {
+        alerts.start(
+            &monitor,
+            Duration::from_secs(args.alerts.interval_secs.max(1)),
+        );
+    }
     Ok(Arc::new(AppState {
         engine,
         openapi: http::openapi_document(&card, &limits, service_version),
         monitor,
+        alerts,
         access,
         schema: request::Schema::new(&card),
         card,

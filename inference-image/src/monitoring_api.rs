@@ -1,5 +1,5 @@
 //! Handlers that read monitoring data and take ground truth: `/v1/feedback`,
-//! `/v1/monitoring/summary`, `/v1/monitoring/series` and `/metrics`.
+//! `/v1/monitoring/summary`, `/v1/monitoring/series`, `/v1/monitoring/alerts` and `/metrics`.
 
 use std::sync::Arc;
 
@@ -46,6 +46,16 @@ pub async fn summary(
     let seconds =
         summary::parse_window(q.window.as_deref().unwrap_or("5m")).map_err(ApiError::BadRequest)?;
     Ok(Json(state.monitor.summary_json(seconds)))
+}
+
+/// `GET /v1/monitoring/alerts`: the rules with their state, the events of the last 7 days (oldest
+/// first) and the webhook's delivery counts (never its URL).
+pub async fn alerts(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.access.check(&headers, Scope::Monitoring)?;
+    Ok(Json(state.alerts.json()))
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use tower_service::Service;
 use crate::monitor::{now_secs, Event, InFlight, Monitor};
 
 /// Routes as monitoring names them (anything else is "other").
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 11] = [
     "/healthz",
     "/readyz",
     "/v1/model",
@@ -25,6 +25,7 @@ pub const ROUTES: [&str; 10] = [
     "/v1/feedback",
     "/v1/monitoring/summary",
     "/v1/monitoring/series",
+    "/v1/monitoring/alerts",
     "/metrics",
     "/openapi.json",
     "other",

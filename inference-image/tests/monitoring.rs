@@ -283,6 +283,14 @@ async fn series_and_metrics_describe_the_same_traffic() {
         .get_json("/v1/monitoring/series?metric=psi:nope")
         .await;
     assert_eq!(status, 400, "{e}");
+    // The autoencoder has no classes: no class shares, and no class drift in the summary.
+    let (status, e) = server
+        .get_json("/v1/monitoring/series?metric=class_share:0")
+        .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("unknown metric"));
+    let (_, s) = server.get_json("/v1/monitoring/summary?window=5m").await;
+    assert!(s["model"]["class_drift"].is_null(), "{}", s["model"]);
 
     // A request is counted once its response is done: poll for the last predict's count.
     let want = "mlops_http_requests_total{route=\"/v1/predict\",status=\"2xx\"} 2";

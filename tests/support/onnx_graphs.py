@@ -11,6 +11,7 @@ REFUSED (valid ONNX the builder must reject with a clear reason):
     string_input                      x string [N,4] -> LabelEncoder -> y float [N,1]
     no_batch_3d_output                x float [N,4] -> y float [N,2,2]
     classifier_without_probabilities  x float [N,4] -> label int64 [N] only
+    classifier_logits                 x float [N,4] -> scores float [N,3] (logits: no softmax)
 ACCEPTED (unusual but servable):
     per_feature_inputs                f0..f3 float [N,1] -> Concat -> MatMul + bias -> variable float [N,1]
     int64_and_double_inputs           counts int64 [N,2], measures double [N,2] -> variable double [N,1]
@@ -143,6 +144,15 @@ def classifier_without_probabilities(path: PathLike) -> None:
           [_weights("W", WIDTH, 3)])
 
 
+def classifier_logits(path: PathLike) -> None:
+    """x float [N,4] -> MatMul [4,3] (weights x 10) -> scores float [N,3]: logits, no softmax."""
+    _save(path, "classifier_logits",
+          [helper.make_node("MatMul", ["x", "W"], ["scores"], name="scores")],
+          [_tensor("x", TensorProto.FLOAT, [BATCH, WIDTH])],
+          [_tensor("scores", TensorProto.FLOAT, [BATCH, 3])],
+          [_weights("W", WIDTH, 3, scale=10.0)])
+
+
 # ------------------------------------------------------------------------------------------------
 # Accepted
 # ------------------------------------------------------------------------------------------------
@@ -203,7 +213,7 @@ def binary_classifier_int_zipmap(path: PathLike) -> None:
 
 REFUSED: dict[str, Callable[[PathLike], None]] = {
     f.__name__: f for f in (two_unknown_outputs, image_input, dynamic_feature_count, string_input,
-                            no_batch_3d_output, classifier_without_probabilities)
+                            no_batch_3d_output, classifier_without_probabilities, classifier_logits)
 }
 ACCEPTED: dict[str, Callable[[PathLike], None]] = {
     f.__name__: f for f in (per_feature_inputs, int64_and_double_inputs, classifier_string_zipmap,

@@ -188,17 +188,7 @@ where
         let message = s.err().message().unwrap_or("no message");
         return format!("CloudWatch answered HTTP {status} {code}: {message}");
     }
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let next = c.to_string();
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        cause = c.source();
-    }
-    text
+    crate::error::chain(e)
 }
 
 /// Minutes as UTC times, for logs.

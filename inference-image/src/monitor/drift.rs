@@ -180,6 +180,86 @@ pub fn js_distance(baseline: &[f64], current: &[f64]) -> f64 {
     ((left + right) / 2.0).max(0.0).sqrt()
 }
 
+/// Jensen–Shannon distance in base 2 (the square root of the divergence in bits), between 0 and 1:
+/// `scipy.spatial.distance.jensenshannon(baseline, current, base=2)`. It is [`js_distance`]
+/// divided by √ln 2, since the divergence in bits is the one in nats divided by ln 2. NaN when
+/// either side is empty.
+pub fn js_distance_base2(baseline: &[f64], current: &[f64]) -> f64 {
+    js_distance(baseline, current) / std::f64::consts::LN_2.sqrt()
+}
+
+/// How a window's predicted classes compare with the card's predicted-class baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassVerdict {
+    /// Fewer than [`MIN_SAMPLES`] rows in the window (or an empty baseline).
+    InsufficientData,
+    Ok,
+    /// PSI ≥ [`PSI_WARNING`] (written `warning`, like the features' verdicts).
+    Warning,
+    /// PSI ≥ [`PSI_DRIFT`].
+    Drift,
+}
+
+/// The predicted-class distribution of a window against a baseline (`model.class_drift`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassDrift {
+    /// Each class's share of the baseline rows, in class order.
+    pub baseline: Vec<f64>,
+    /// Each class's share of the window's scored rows (NaN, written as null, without rows).
+    pub current: Vec<f64>,
+    /// [`psi`] of the counts (the same [`PSI_EPSILON`] floor as the features').
+    pub psi: f64,
+    /// [`js_distance_base2`] of the counts.
+    pub js: f64,
+    /// Scored rows in the window (the sum of the current counts).
+    pub rows: u64,
+    /// Rows the baseline was counted on.
+    pub baseline_rows: u64,
+    pub verdict: ClassVerdict,
+}
+
+fn shares(counts: &[f64]) -> Vec<f64> {
+    let total: f64 = counts.iter().sum();
+    counts
+        .iter()
+        .map(|&c| if total > 0.0 { c / total } else { f64::NAN })
+        .collect()
+}
+
+/// Compares the rows predicted per class in a window (`current`) with the baseline's, class by
+/// class. The verdict rests on PSI alone, in the features' PSI bands: `drift` when PSI ≥
+/// [`PSI_DRIFT`], `warning` when PSI ≥ [`PSI_WARNING`], `ok` below, and `insufficient_data` with
+/// fewer than [`MIN_SAMPLES`] rows in the window or none in the baseline.
+///
+/// # Panics
+/// If the two vectors do not have the same number of classes.
+pub fn class_drift(baseline: &[u64], current: &[u64]) -> ClassDrift {
+    let b: Vec<f64> = baseline.iter().map(|&c| c as f64).collect();
+    let c: Vec<f64> = current.iter().map(|&c| c as f64).collect();
+    let psi = psi(&b, &c);
+    let rows: u64 = current.iter().sum();
+    let baseline_rows: u64 = baseline.iter().sum();
+    let verdict = if rows < u64::from(MIN_SAMPLES) || baseline_rows == 0 {
+        ClassVerdict::InsufficientData
+    } else if psi >= PSI_DRIFT {
+        ClassVerdict::Drift
+    } else if psi >= PSI_WARNING {
+        ClassVerdict::Warning
+    } else {
+        ClassVerdict::Ok
+    };
+    ClassDrift {
+        baseline: shares(&b),
+        current: shares(&c),
+        psi,
+        js: js_distance_base2(&b, &c),
+        rows,
+        baseline_rows,
+        verdict,
+    }
+}
+
 /// Every drift statistic of one feature (or of the anomaly score) for one window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DriftStats {
@@ -880,6 +960,98 @@ mod tests {
         assert!((psi(&b10, &c) - psi(&b, &c)).abs() < 1e-12);
         // Symmetric in its arguments.
         assert!((psi(&c, &b) - psi(&b, &c)).abs() < 1e-12);
+    }
+
+    /// Predicted-class distributions. PSI by hand (proportions floored at 1e-4, not
+    /// renormalized); JS against SciPy 1.17.1: `scipy.spatial.distance.jensenshannon(b, c, base=2)`
+    /// with `b` and `c` the count lists below.
+    #[test]
+    fn class_drift_psi_and_js_on_fixed_cases() {
+        let ln = f64::ln;
+        // b = [1/3, 7/18, 5/18], c = [2/3, 7/36, 5/36]: every ratio c/b is 2 or 1/2, so
+        // PSI = ln 2 (1/3 + 7/36 + 5/36) = (2/3) ln 2.
+        // jensenshannon([18, 21, 15], [72, 21, 15], base=2) = 0.2858394058654447
+        let d = class_drift(&[18, 21, 15], &[72, 21, 15]);
+        assert!((d.psi - 2.0 / 3.0 * ln(2.0)).abs() < 1e-12, "{d:?}");
+        assert!((d.psi - 0.462_098_120_373_296_84).abs() < 1e-12);
+        assert!((d.js - 0.285_839_405_865_444_7).abs() < 1e-12, "{d:?}");
+        assert_eq!((d.rows, d.baseline_rows), (108, 54));
+        assert_eq!(d.verdict, ClassVerdict::Drift);
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-15);
+        assert!(close(&d.baseline, &[1.0 / 3.0, 7.0 / 18.0, 5.0 / 18.0]));
+        assert!(close(&d.current, &[2.0 / 3.0, 7.0 / 36.0, 5.0 / 36.0]));
+
+        // A class the window never predicts: its share is floored at 1e-4.
+        // b = [103/171, 68/171], c = [1, 0 -> 1e-4]:
+        // PSI = (1 - 103/171) ln(171/103) + (68/171 - 1e-4) ln((68/171) / 1e-4) = 3.4966454391312123
+        // jensenshannon([103, 68], [171, 0], base=2) = 0.4845614874597121
+        let d = class_drift(&[103, 68], &[171, 0]);
+        let (b0, b1) = (103.0 / 171.0, 68.0 / 171.0);
+        let want = (1.0 - b0) * ln(1.0 / b0) + (b1 - 1e-4) * ln(b1 / 1e-4);
+        assert!((d.psi - want).abs() < 1e-12, "{d:?}");
+        assert!((d.psi - 3.496_645_439_131_212_3).abs() < 1e-12);
+        assert!((d.js - 0.484_561_487_459_712_1).abs() < 1e-12, "{d:?}");
+
+        // A class the baseline never saw (the features' hand-computed PSI case, on classes).
+        // jensenshannon([50, 30, 20, 0], [30, 30, 30, 10], base=2) = 0.2747521614407188
+        let d = class_drift(&[50, 30, 20, 0], &[30, 30, 30, 10]);
+        assert!((d.psi - 0.832_796_387_933_330_6).abs() < 1e-11, "{d:?}");
+        assert!((d.js - 0.274_752_161_440_718_8).abs() < 1e-12, "{d:?}");
+
+        // All rows in one of three equally likely classes:
+        // PSI = (1 - 1/3) ln 3 + 2 (1/3 - 1e-4) ln((1/3) / 1e-4) = 6.138604569034126
+        // jensenshannon([1, 1, 1], [10, 0, 0], base=2) = 0.677604543245723
+        let d = class_drift(&[1, 1, 1], &[10, 0, 0]);
+        let want = 2.0 / 3.0 * ln(3.0) + 2.0 * (1.0 / 3.0 - 1e-4) * ln(1.0 / 3.0 / 1e-4);
+        assert!((d.psi - want).abs() < 1e-12, "{d:?}");
+        assert!((d.js - 0.677_604_543_245_723).abs() < 1e-12, "{d:?}");
+        // Ten rows are too few to judge, however different.
+        assert_eq!(d.verdict, ClassVerdict::InsufficientData);
+
+        // A small shift: b = [0.4, 0.35, 0.25], c = [0.38, 0.33, 0.29]:
+        // PSI = -0.02 ln(0.95) - 0.02 ln(0.33/0.35) + 0.04 ln(1.16) = 0.008139476092940603
+        // jensenshannon([40, 35, 25], [38, 33, 29], base=2) = 0.038299024022518446
+        let d = class_drift(&[40, 35, 25], &[38, 33, 29]);
+        let want = -0.02 * ln(0.95) - 0.02 * ln(0.33 / 0.35) + 0.04 * ln(1.16);
+        assert!((d.psi - want).abs() < 1e-12, "{d:?}");
+        assert!((d.js - 0.038_299_024_022_518_446).abs() < 1e-12, "{d:?}");
+        assert_eq!(d.verdict, ClassVerdict::Ok);
+
+        // The same proportions: nothing at all.
+        let d = class_drift(&[18, 21, 15], &[36, 42, 30]);
+        assert_eq!((d.psi, d.js, d.verdict), (0.0, 0.0, ClassVerdict::Ok));
+    }
+
+    #[test]
+    fn class_drift_bands_and_empty_windows() {
+        // PSI of [50, 50] against [50 + x, 50 - x] grows with x; find the band edges' sides.
+        let verdict = |c: [u64; 2]| class_drift(&[500, 500], &c).verdict;
+        // [0.5, 0.5] vs [0.66, 0.34]: PSI = 0.16 ln(0.66/0.34) ~ 0.106.
+        assert!(
+            (class_drift(&[500, 500], &[660, 340]).psi - 0.16 * (0.66f64 / 0.34).ln()).abs()
+                < 1e-12
+        );
+        assert_eq!(verdict([660, 340]), ClassVerdict::Warning);
+        // [0.5, 0.5] vs [0.62, 0.38]: PSI = 0.12 ln(0.62/0.38) ~ 0.0587.
+        assert_eq!(verdict([620, 380]), ClassVerdict::Ok);
+        // [0.5, 0.5] vs [0.75, 0.25]: PSI = 0.25 ln 3 ~ 0.275.
+        assert_eq!(verdict([750, 250]), ClassVerdict::Drift);
+        // MIN_SAMPLES rows are enough, one fewer is not.
+        assert_eq!(verdict([30, 0]), ClassVerdict::Drift);
+        assert_eq!(verdict([29, 0]), ClassVerdict::InsufficientData);
+
+        let empty = class_drift(&[3, 1], &[0, 0]);
+        assert!(empty.psi.is_nan() && empty.js.is_nan());
+        assert_eq!(empty.verdict, ClassVerdict::InsufficientData);
+        let json = serde_json::to_value(&empty).unwrap();
+        assert_eq!(json["baseline"], serde_json::json!([0.75, 0.25]));
+        assert_eq!(json["current"], serde_json::json!([null, null]));
+        assert!(json["psi"].is_null() && json["js"].is_null());
+        assert_eq!(json["verdict"], "insufficient_data");
+        assert_eq!(
+            serde_json::to_value(ClassVerdict::Warning).unwrap(),
+            serde_json::json!("warning")
+        );
     }
 
     #[test]

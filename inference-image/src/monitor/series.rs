@@ -4,14 +4,16 @@ use serde_json::{json, Value};
 
 use super::bins;
 use super::bucket::Bucket;
-use super::summary::{confusion, feature_drift, score_drift, PREDICT_ROUTE};
+use super::drift;
+use super::summary::{class_counts, confusion, feature_drift, score_drift, PREDICT_ROUTE};
 use super::system::SystemSample;
 use super::Monitor;
 
 /// Longest series served, in points.
 pub const MAX_POINTS: i64 = 1_500;
 
-/// Every metric name a series can be asked for; `<feature>` is a feature name from the card.
+/// Every metric name a series can be asked for; `<feature>` is a feature name from the card and
+/// `<class>` one of a classifier's classes.
 pub const METRICS: &[&str] = &[
     "requests",
     "requests_per_second",
@@ -29,6 +31,7 @@ pub const METRICS: &[&str] = &[
     "reconstruction_error_p95",
     "reconstruction_error_p99",
     "score_psi",
+    "class_psi",
     "precision",
     "recall",
     "f1",
@@ -44,15 +47,20 @@ pub const METRICS: &[&str] = &[
     "invalid:<feature>",
     "psi:<feature>",
     "wasserstein:<feature>",
+    "class_share:<class>",
 ];
 
-/// Every valid metric name for a model with these features.
-pub fn metric_names(features: &[&str]) -> Vec<String> {
+/// Every valid metric name for a model with these features and classes (a classifier's; none
+/// for other tasks).
+pub fn metric_names(features: &[&str], classes: &[String]) -> Vec<String> {
     let mut names = Vec::new();
     for m in METRICS {
-        match m.strip_suffix(":<feature>") {
-            Some(kind) => names.extend(features.iter().map(|f| format!("{kind}:{f}"))),
-            None => names.push(m.to_string()),
+        if let Some(kind) = m.strip_suffix(":<feature>") {
+            names.extend(features.iter().map(|f| format!("{kind}:{f}")));
+        } else if let Some(kind) = m.strip_suffix(":<class>") {
+            names.extend(classes.iter().map(|c| format!("{kind}:{c}")));
+        } else {
+            names.push(m.to_string());
         }
     }
     names
@@ -62,28 +70,48 @@ pub fn metric_names(features: &[&str]) -> Vec<String> {
 enum Metric {
     Simple(&'static str),
     Feature(&'static str, usize),
+    /// `class_share:<class>`: the class's index.
+    ClassShare(usize),
+}
+
+fn unknown(name: &str) -> String {
+    format!("unknown metric {name:?}; known: {}", METRICS.join(", "))
 }
 
 fn parse_metric(monitor: &Monitor, name: &str) -> Result<Metric, String> {
-    if let Some((kind, feature)) = name.split_once(':') {
+    if let Some((kind, rest)) = name.split_once(':') {
+        if METRICS.contains(&format!("{kind}:<class>").as_str()) {
+            let classes = &monitor.layout.classes;
+            let i = classes.iter().position(|c| c == rest).ok_or_else(|| {
+                if classes.is_empty() {
+                    format!("unknown metric {name:?}: this model is not a classifier, so it has no classes")
+                } else {
+                    format!(
+                        "unknown metric {name:?}: {rest:?} is not a class of this model; its classes are {}",
+                        classes.join(", ")
+                    )
+                }
+            })?;
+            return Ok(Metric::ClassShare(i));
+        }
         let kind = METRICS
             .iter()
             .filter_map(|m| m.strip_suffix(":<feature>"))
             .find(|k| *k == kind)
-            .ok_or_else(|| format!("unknown metric {name:?}; known: {}", METRICS.join(", ")))?;
+            .ok_or_else(|| unknown(name))?;
         let j = monitor
             .layout
             .feature_names
             .iter()
-            .position(|f| f == feature)
-            .ok_or_else(|| format!("{feature:?} is not a feature of this model"))?;
+            .position(|f| f == rest)
+            .ok_or_else(|| format!("{rest:?} is not a feature of this model"))?;
         return Ok(Metric::Feature(kind, j));
     }
     METRICS
         .iter()
         .find(|m| **m == name && !m.contains(':'))
         .map(|m| Metric::Simple(m))
-        .ok_or_else(|| format!("unknown metric {name:?}; known: {}", METRICS.join(", ")))
+        .ok_or_else(|| unknown(name))
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -141,6 +169,14 @@ fn value(
             "reconstruction_error_p95" => score(0.95),
             "reconstruction_error_p99" => score(0.99),
             "score_psi" => (b.rows > 0).then(|| score_drift(monitor, b).psi),
+            // PSI of the step's predicted classes against the card's baseline (None without one).
+            "class_psi" => {
+                let baseline = monitor.card.predicted_baseline()?;
+                let counts = class_counts(b, baseline.counts.len());
+                let as_f64 = |v: &[u64]| v.iter().map(|&c| c as f64).collect::<Vec<_>>();
+                (counts.iter().sum::<u64>() > 0)
+                    .then(|| drift::psi(&as_f64(&baseline.counts), &as_f64(&counts)))
+            }
             "precision" | "recall" | "f1" => gt(name),
             "process_cpu_percent" => b.system.as_ref().map(|s| s.process_cpu_percent),
             "process_rss_bytes" => b.system.as_ref().map(|s| s.process_rss_bytes as f64),
@@ -162,6 +198,11 @@ fn value(
                 "wasserstein" => (n > 0).then(|| feature_drift(monitor, j, b).wasserstein_scaled),
                 _ => None,
             }
+        }
+        // The class's share of the step's scored rows (None without rows).
+        Metric::ClassShare(i) => {
+            let counts = class_counts(b, layout.classes.len());
+            ratio(counts[i], counts.iter().sum())
         }
     }
 }
@@ -222,4 +263,159 @@ pub fn series(
         points
     });
     Ok(json!({"metric": metric, "from": from, "to": to, "step": step, "points": points}))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::card::{
+        BaselineSource, ClassifierSpec, ModelCard, PredictedBaseline, ProbabilityLayout, Task,
+        PREDICTED_PROBABILITY,
+    };
+    use crate::monitor::{now_secs, Event};
+
+    fn bundled() -> ModelCard {
+        ModelCard::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/model/wbc-autoencoder"
+        )))
+        .unwrap()
+    }
+
+    /// The bundled card as a 3-class classifier over a, b, c with a baseline of [10, 10, 20].
+    fn classifier() -> Arc<Monitor> {
+        let mut card = bundled();
+        card.task = Task::Classifier;
+        card.classifier = Some(ClassifierSpec {
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            probabilities: ProbabilityLayout::Tensor,
+            positive_class: None,
+            predicted_baseline: Some(PredictedBaseline {
+                source: BaselineSource::Holdout,
+                counts: vec![10, 10, 20],
+            }),
+        });
+        card.score.error = PREDICTED_PROBABILITY.into();
+        card.score.threshold = None;
+        card.check().unwrap();
+        Monitor::new(Arc::new(card), None)
+    }
+
+    fn scored(at: i64, width: usize, classes: &[u32]) -> Event {
+        let row: Vec<f64> = vec![1.0; width];
+        Event::Scored {
+            at,
+            rows: classes.iter().flat_map(|_| row.iter().copied()).collect(),
+            scores: vec![0.9; classes.len()],
+            classes: classes.to_vec(),
+            quality: None,
+        }
+    }
+
+    fn values(monitor: &Monitor, metric: &str, from: i64, to: i64) -> Vec<(i64, Option<f64>)> {
+        let s = series(monitor, metric, from, to, 60).unwrap();
+        s["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["t"].as_i64().unwrap(), p["value"].as_f64()))
+            .collect()
+    }
+
+    #[test]
+    fn class_shares_and_class_psi_per_step() {
+        let m = classifier();
+        let width = m.card.width();
+        let now = now_secs();
+        // The minute before: every row predicted c. This minute: the baseline's proportions.
+        let before: Vec<u32> = vec![2; 30];
+        let this: Vec<u32> = [vec![0; 10], vec![1; 10], vec![2; 20]].concat();
+        m.apply([scored(now - 60, width, &before), scored(now, width, &this)].into_iter());
+        let (from, to) = (now - 60 * 5, now);
+        let shares: Vec<Vec<(i64, Option<f64>)>> = ["a", "b", "c"]
+            .iter()
+            .map(|c| values(&m, &format!("class_share:{c}"), from, to))
+            .collect();
+        let at = |minute: i64| {
+            let t = minute * 60;
+            shares
+                .iter()
+                .map(|s| s.iter().find(|p| p.0 == t).unwrap().1)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(now / 60), [Some(0.25), Some(0.25), Some(0.5)]);
+        assert_eq!(at(now / 60 - 1), [Some(0.0), Some(0.0), Some(1.0)]);
+        // Steps without rows have no share.
+        assert_eq!(at(now / 60 - 2), [None, None, None]);
+        for i in 0..shares[0].len() {
+            let sum: Option<f64> = shares.iter().map(|s| s[i].1).sum();
+            assert!(sum.is_none_or(|s| (s - 1.0).abs() < 1e-12), "{sum:?}");
+        }
+
+        let psi = values(&m, "class_psi", from, to);
+        let get = |minute: i64| psi.iter().find(|p| p.0 == minute * 60).unwrap().1;
+        assert_eq!(get(now / 60), Some(0.0));
+        // [1e-4, 1e-4, 1] against [0.25, 0.25, 0.5]: 2 (0.25 - 1e-4) ln(0.25 / 1e-4) + 0.5 ln 2.
+        let want = 2.0 * (0.25 - 1e-4) * (0.25f64 / 1e-4).ln() + 0.5 * 2f64.ln();
+        assert!((get(now / 60 - 1).unwrap() - want).abs() < 1e-12);
+        assert_eq!(get(now / 60 - 2), None);
+
+        // Over both minutes: 10, 10 and 50 rows against 10, 10, 20.
+        let (merged, minutes) = m.merged(now / 60 - 1, now / 60);
+        let s = super::super::summary::summarize(&m, &merged, minutes, 120, now);
+        let d = &s["model"]["class_drift"];
+        assert_eq!(d["rows"], 70);
+        assert_eq!(d["baseline_rows"], 40);
+        assert_eq!(d["source"], "holdout");
+        assert_eq!(d["baseline"], serde_json::json!([0.25, 0.25, 0.5]));
+        let current: Vec<f64> = d["current"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(current, [10.0 / 70.0, 10.0 / 70.0, 50.0 / 70.0]);
+        let want = drift::class_drift(&[10, 10, 20], &[10, 10, 50]);
+        assert_eq!(d["psi"].as_f64(), Some(want.psi));
+        assert_eq!(d["js"].as_f64(), Some(want.js));
+        // PSI = 2 (0.25 - 1/7) ln(1.75) + (5/7 - 1/2) ln(10/7) = 0.196348...: a warning.
+        let by_hand =
+            2.0 * (0.25 - 1.0 / 7.0) * 1.75f64.ln() + (5.0 / 7.0 - 0.5) * (10.0f64 / 7.0).ln();
+        assert!((want.psi - by_hand).abs() < 1e-12, "{want:?}");
+        assert_eq!(d["verdict"], "warning");
+        assert_eq!(s["thresholds"]["class_drift"]["psi_drift"], 0.25);
+    }
+
+    #[test]
+    fn class_metrics_are_named_by_the_model_s_classes() {
+        let m = classifier();
+        let now = now_secs();
+        let e = series(&m, "class_share:d", now - 60, now, 60).unwrap_err();
+        assert!(
+            e.contains("unknown metric") && e.contains("not a class") && e.contains("a, b, c"),
+            "{e}"
+        );
+        let names = metric_names(&["x"], &m.layout.classes);
+        for want in ["class_psi", "class_share:a", "class_share:c", "psi:x"] {
+            assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+        }
+
+        // An autoencoder: no classes, so no class shares; class_psi has no value and the summary
+        // no class drift.
+        let auto = Monitor::new(Arc::new(bundled()), None);
+        let e = series(&auto, "class_share:a", now - 60, now, 60).unwrap_err();
+        assert!(
+            e.contains("unknown metric") && e.contains("not a classifier"),
+            "{e}"
+        );
+        assert!(values(&auto, "class_psi", now - 120, now)
+            .iter()
+            .all(|p| p.1.is_none()));
+        assert!(auto.summary_json(60)["model"]["class_drift"].is_null());
+        assert!(!metric_names(&["x"], &[])
+            .iter()
+            .any(|n| n.starts_with("class_share:")));
+    }
 }

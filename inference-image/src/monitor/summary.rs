@@ -108,6 +108,28 @@ pub fn score_drift(monitor: &Monitor, merged: &Bucket) -> DriftStats {
     stats
 }
 
+/// The window's predicted classes against the card's predicted-class baseline (`model.class_drift`):
+/// the shares on both sides, PSI, the Jensen–Shannon distance (base 2), the window's rows and a
+/// verdict ([`drift::class_drift`]), and which rows the baseline was counted on. None for a card
+/// without a baseline (every task but a classifier, and classifier cards built before it existed).
+pub fn class_drift(monitor: &Monitor, merged: &Bucket) -> Option<Value> {
+    let baseline = monitor.card.predicted_baseline()?;
+    let d = drift::class_drift(
+        &baseline.counts,
+        &class_counts(merged, baseline.counts.len()),
+    );
+    let mut v = serde_json::to_value(d).ok()?;
+    v["source"] = json!(baseline.source);
+    Some(v)
+}
+
+/// The window's rows per predicted class, for `k` classes.
+pub fn class_counts(merged: &Bucket, k: usize) -> Vec<u64> {
+    (0..k)
+        .map(|i| merged.predicted.get(i).copied().unwrap_or(0))
+        .collect()
+}
+
 /// Most labelled rows ROC-AUC is computed on (its sort dominates a long window's summary); its
 /// standard error at this size is about 0.002.
 pub const AUC_MAX_ROWS: usize = 50_000;
@@ -315,6 +337,7 @@ pub fn summarize(
             "score_kind": monitor.card.score.error,
             "score": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "mean": (merged.rows > 0).then(|| merged.error_sum / merged.rows as f64)},
             "predicted_classes": layout.classes.iter().enumerate().map(|(i, c)| json!({"class": c, "rows": merged.predicted.get(i).copied().unwrap_or(0)})).collect::<Vec<_>>(),
+            "class_drift": class_drift(monitor, merged),
             "rows": merged.rows,
             "anomalies": merged.anomalies,
             "anomaly_rate": rate(merged.anomalies, merged.rows),
@@ -341,5 +364,15 @@ pub fn thresholds() -> Value {
             "ks_wasserstein_js_bins": format!("{} equal-width bins over the training range widened by half a span each side, plus open ends", bins::FINE_BINS),
         },
         "anomaly": {"rule": "reconstruction error > the model card's threshold"},
+        "class_drift": {
+            "min_samples": drift::MIN_SAMPLES,
+            "psi_warn": drift::PSI_WARNING,
+            "psi_drift": drift::PSI_DRIFT,
+            "psi_epsilon": drift::PSI_EPSILON,
+            "rule": format!(
+                "classifiers: the window's predicted classes drift when their PSI against the model card's predicted-class baseline (classifier.predicted_baseline) is >= {}, warn when it is >= {}, are ok below; insufficient_data with fewer than {} rows; class shares are floored at {} in PSI as for the features; js is the Jensen-Shannon distance in base 2 (0 to 1) and does not enter the verdict",
+                drift::PSI_DRIFT, drift::PSI_WARNING, drift::MIN_SAMPLES, drift::PSI_EPSILON
+            ),
+        },
     })
 }

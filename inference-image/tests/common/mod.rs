@@ -54,6 +54,7 @@ pub fn serve_args() -> ServeArgs {
         api_token: None,
         protect_predict: false,
         cloudwatch: Default::default(),
+        alerts: Default::default(),
         monitoring: true,
     }
 }
