@@ -41,6 +41,32 @@ def display():
 
 
 @pytest.fixture(scope="session")
+def binaries() -> dict[str, Path]:
+    """The release binaries the desktop journeys start (the app, the service, the replay tool)."""
+    from support.desktop import release_binaries
+
+    return release_binaries(Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="session")
+def sandbox_images(binaries) -> None:
+    """The sandbox's local images (v1, v2, broken…), built once per run by scripts/sandbox-images.sh
+    from the release `inference` binary; a journey that deploys to the sandbox needs them."""
+    import os
+    import shutil
+    import subprocess
+
+    from support.desktop import need
+
+    need(shutil.which("docker") is not None, "docker is not installed")
+    need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no Docker engine answers")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, INFERENCE_BIN=str(binaries["inference"]))
+    r = subprocess.run(["bash", str(root / "scripts/sandbox-images.sh")], env=env, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="session")
 def metrics():
     """`metrics(group)` returns a dict to record measured numbers in. They are printed at the end of
     the run and written to test-artifacts/metrics-<group>.json (TEST_ARTIFACTS_DIR overrides the folder)."""

@@ -37,27 +37,12 @@ from pathlib import Path
 import pytest
 
 from support import net, project
-from support.desktop import Console, Page, free_port_pair, need, release_binaries
+from support.desktop import Console, Page, free_port_pair, need
 from support.docker import compose_down
 from support.standins import GitHubDouble, Registry, Sshd
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-@pytest.fixture(scope="module")
-def binaries() -> dict[str, Path]:
-    b = release_binaries(ROOT)
-    need(shutil.which("docker") is not None, "docker is not installed")
-    need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no Docker engine answers")
-    return b
-
-
-@pytest.fixture(scope="module")
-def sandbox_images(binaries) -> None:
-    env = dict(os.environ, INFERENCE_BIN=str(binaries["inference"]))
-    r = subprocess.run(["bash", str(ROOT / "scripts/sandbox-images.sh")], env=env, capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, r.stderr
-
-
 @pytest.fixture()
 def console(tmp_path, display, binaries, sandbox_images):
     c = Console(tmp_path, display, binaries)

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::charts::{self, Histogram, Line, Marker, MarkerKind, TimeChart, Unit};
 use crate::history::{Deployment, Trigger};
 use crate::service::ServiceClient;
+use crate::task_view::{self, ClassRow, Task, Tile};
 
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -66,6 +67,14 @@ pub struct Dashboard {
     pub features: Vec<String>,
     pub alerts: Vec<Alert>,
     pub kpis: Value,
+    /// What the model does (autoencoder, binary, multiclass, regressor): the page lays out for it.
+    pub task: Task,
+    /// The numbers under the toolbar, in order, for the task.
+    pub tiles: Vec<Tile>,
+    /// A classifier's classes: predicted now vs the baseline, and their ground truth.
+    pub classes: Vec<ClassRow>,
+    /// A classifier's calibration table from the labelled rows (confidence vs accuracy per bin).
+    pub calibration: Value,
     pub fetch_ms: f64,
     pub draw_ms: f64,
 }
@@ -76,6 +85,8 @@ pub const ERROR_RATE_CRIT: f64 = 0.05;
 pub const P99_WARN_S: f64 = 0.25;
 pub const CPU_WARN: f64 = 90.0;
 pub const ANOMALY_RATE_WARN: f64 = 0.25;
+/// Classes drawn as lines on the predicted-classes chart (the table lists them all).
+const MAX_CLASS_LINES: usize = 8;
 
 /// Resolution for a range: one-minute points up to a day (what the service keeps).
 pub fn step_for(range_s: i64) -> i64 {
@@ -266,6 +277,20 @@ pub async fn refresh(
         wanted.push(format!("psi:{f}"));
     }
     wanted.push("score_psi".into());
+    let task = Task::of(&summary);
+    let classes: Vec<String> = summary["model"]["predicted_classes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["class"].as_str().map(str::to_string))
+                .take(MAX_CLASS_LINES)
+                .collect()
+        })
+        .unwrap_or_default();
+    if task.is_classifier() {
+        wanted.extend(classes.iter().map(|c| format!("class_share:{c}")));
+        wanted.push("class_psi".into());
+    }
     let fetched =
         futures_util::future::join_all(wanted.iter().map(|m| client.series(m, from, to, step)))
             .await;
@@ -279,6 +304,17 @@ pub async fn refresh(
     let threshold = model["card"]["score"]["threshold"].as_f64();
     let mut charts = Vec::new();
     for s in SPECS {
+        // The model layer's charts follow the task: a score of its own, a rate only where a
+        // threshold splits the rows, precision/recall only where there is a positive class.
+        let title = match s.id {
+            "recon_error" => task.score_title(),
+            "anomaly_rate" => match task.rate_title() {
+                Some(t) => t,
+                None => continue,
+            },
+            "ground_truth" if !task.binary_truth() => continue,
+            _ => s.title,
+        };
         let lines: Vec<Line> = s
             .lines
             .iter()
@@ -297,7 +333,7 @@ pub async fn refresh(
             s.threshold.map(|(v, l)| (v, l.to_string()))
         };
         let svg = charts::time_chart_svg(&TimeChart {
-            title: s.title.into(),
+            title: title.into(),
             unit: s.unit,
             from,
             to,
@@ -310,9 +346,66 @@ pub async fn refresh(
         charts.push(Chart {
             id: s.id.into(),
             layer: s.layer,
-            title: s.title.into(),
+            title: title.into(),
             svg,
             latest,
+        });
+    }
+    if task.is_classifier() {
+        let lines: Vec<Line> = classes
+            .iter()
+            .map(|c| Line {
+                label: c.clone(),
+                points: series
+                    .remove(&format!("class_share:{c}"))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let svg = charts::time_chart_svg(&TimeChart {
+            title: "Predicted classes (share of rows)".into(),
+            unit: Unit::Ratio,
+            from,
+            to,
+            utc_offset_s: req.utc_offset_s,
+            lines,
+            markers: markers.to_vec(),
+            threshold: None,
+            y_floor: 1.0,
+        })?;
+        charts.push(Chart {
+            id: "predicted_classes".into(),
+            layer: "model",
+            title: "Predicted classes (share of rows)".into(),
+            svg,
+            latest: None,
+        });
+        charts.push(psi_chart(
+            "class_psi",
+            "model",
+            "Predicted-class drift (PSI)".into(),
+            series.remove("class_psi").unwrap_or_default(),
+            from,
+            to,
+            req,
+            markers,
+        )?);
+    }
+    if let Some((edges, slots)) = task_view::residuals(&summary) {
+        let rows: f64 = slots.iter().sum();
+        let svg = charts::histogram_svg(&Histogram {
+            title: "Residuals (true − predicted, labelled rows)".into(),
+            baseline: vec![0.0; slots.len()],
+            current: slots,
+            edges,
+            unit: Unit::Plain,
+            threshold: Some((0.0, "0".into())),
+        })?;
+        charts.push(Chart {
+            id: "residuals".into(),
+            layer: "model",
+            title: "Residuals (true − predicted, labelled rows)".into(),
+            svg,
+            latest: Some(format!("{rows:.0} rows")),
         });
     }
     charts.push(psi_chart(
@@ -329,7 +422,7 @@ pub async fn refresh(
         charts.push(distribution_chart(
             "score_distribution",
             "model",
-            "Reconstruction error: live vs training".into(),
+            format!("{}: live vs training", task.score_title()),
             dist,
             threshold.map(|t| (t, "threshold".into())),
         )?);
@@ -371,6 +464,10 @@ pub async fn refresh(
             .to_string(),
         alerts: alerts(&summary),
         kpis: kpis(&summary),
+        tiles: task_view::tiles(&summary, task),
+        classes: task_view::class_rows(&summary),
+        calibration: summary["model"]["ground_truth"]["calibration"].clone(),
+        task,
         model,
         charts,
         feature,
@@ -554,7 +651,11 @@ pub fn alerts(summary: &Value) -> Vec<Alert> {
         _ => {}
     }
     let model = &summary["model"];
-    if let Some(r) = finite(&model["anomaly_rate"]) {
+    if let Some(r) = finite(&model["anomaly_rate"]).filter(|_| {
+        summary["model"]["task"]
+            .as_str()
+            .is_none_or(|t| t == "autoencoder")
+    }) {
         if r >= ANOMALY_RATE_WARN {
             out.push(Alert {
                 level: "warning",
@@ -563,11 +664,30 @@ pub fn alerts(summary: &Value) -> Vec<Alert> {
             });
         }
     }
+    let task = Task::of(summary);
     if model["score_drift"]["verdict"].as_str() == Some("drift") {
         out.push(Alert {
             level: "warning",
             layer: "model",
-            text: "reconstruction-error distribution has drifted from training".into(),
+            text: format!(
+                "{} distribution has drifted from training",
+                task.score_title().to_lowercase()
+            ),
+        });
+    }
+    if let Some(v @ ("drift" | "warning")) = model["class_drift"]["verdict"].as_str() {
+        out.push(Alert {
+            level: if v == "drift" { "critical" } else { "warning" },
+            layer: "model",
+            text: format!(
+                "predicted classes {} from the baseline (PSI {})",
+                if v == "drift" {
+                    "have drifted"
+                } else {
+                    "are moving away"
+                },
+                finite(&model["class_drift"]["psi"]).map_or("–".into(), |p| format!("{p:.3}"))
+            ),
         });
     }
     out

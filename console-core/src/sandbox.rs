@@ -152,6 +152,7 @@ impl Traffic {
         scenario: &str,
         rate: f64,
         token: Option<&crate::Secret>,
+        data: Option<&crate::own_model::ReplayData>,
     ) -> Result<Traffic, String> {
         if scenario.is_empty()
             || !scenario
@@ -174,6 +175,14 @@ impl Traffic {
             .args(["--scenario", scenario])
             .args(["--rate", &rate.to_string()])
             .args(["--duration", "60m"])
+            // An own model's rows (the bundled autoencoder's are the tool's default).
+            .args(data.iter().flat_map(|d| {
+                let mut a = vec!["--data".to_string(), d.dir.display().to_string()];
+                if let Some(l) = &d.label_column {
+                    a.extend(["--label-column".to_string(), l.clone()]);
+                }
+                a
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -240,11 +249,11 @@ mod tests {
 
     #[tokio::test]
     async fn traffic_refuses_bad_input() {
-        let e = Traffic::start(Path::new("/bin/true"), 1, "normal;rm", 5.0, None)
+        let e = Traffic::start(Path::new("/bin/true"), 1, "normal;rm", 5.0, None, None)
             .err()
             .unwrap();
         assert!(e.contains("comma list"), "{e}");
-        let e = Traffic::start(Path::new("/bin/true"), 1, "normal", 0.0, None)
+        let e = Traffic::start(Path::new("/bin/true"), 1, "normal", 0.0, None, None)
             .err()
             .unwrap();
         assert!(e.contains("between 0 and 1000"), "{e}");

@@ -23,4 +23,6 @@ pub const ALL: &[&str] = &[
     "traffic_start",
     "traffic_stop",
     "traffic_status",
+    "own_model_inspect",
+    "own_model_build",
 ];

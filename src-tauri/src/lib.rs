@@ -59,11 +59,14 @@ pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
         traffic::traffic_start,
         traffic::traffic_stop,
         traffic::traffic_status,
+        own_model::own_model_inspect,
+        own_model::own_model_build,
     ])
 }
 
 pub fn run() {
     app_builder(tauri::Builder::default())
+        .plugin(tauri_plugin_dialog::init())
         .setup(|app| Ok(init(app)?))
         .run(tauri::generate_context!())
         .expect("the console failed to start");

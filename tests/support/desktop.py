@@ -122,6 +122,7 @@ class Console:
             MLOPS_SANDBOX_PORT=str(self.port),
             MLOPS_SANDBOX_PROJECT=self.project,
             MLOPS_REPLAY_BIN=str(binaries["replay"]),
+            MLOPS_INFERENCE_BIN=str(binaries["inference"]),
             # docker still needs to find the engine with a fresh HOME
             DOCKER_CONFIG=str(self.home / ".docker"),
             **(env or {}),
@@ -268,10 +269,15 @@ class Page:
         self.wait(self.has_text(sel, needle), timeout, what or f"{needle!r} in {sel}")
 
     def fill(self, sel: str, value: str) -> None:
+        from selenium.webdriver.remote.file_detector import UselessFileDetector
+
         el = self.find(sel)
         el.clear()
         if value:
-            el.send_keys(value)
+            # Typed as text: a path to an existing file must not turn into an upload (tauri-driver
+            # has no /se/file), the form's inputs are text fields beside a native file dialog.
+            with self.d.file_detector_context(UselessFileDetector):
+                el.send_keys(value)
 
     def select(self, sel: str, value: str) -> None:
         from selenium.webdriver.support.ui import Select

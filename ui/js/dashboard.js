@@ -3,21 +3,16 @@
 
 import { call } from "./api.js";
 import { $, $$, el, svgImage, toast } from "./dom.js";
-import { clock, fixed, pValue, verdictLabel } from "./format.js";
+import { clock, fixed, percent, pValue, verdictLabel } from "./format.js";
 
 const REFRESH_MS = 10_000;
 
-const KPI_LABELS = [
-  ["requests_per_second", "Requests"],
-  ["error_rate", "Error rate"],
-  ["p50", "Latency p50"],
-  ["p99", "Latency p99"],
-  ["anomaly_rate", "Anomaly rate"],
-  ["labelled", "Labelled rows"],
-  ["precision", "Precision"],
-  ["recall", "Recall"],
-  ["roc_auc", "ROC-AUC"],
-];
+const TASK_LABELS = {
+  autoencoder: "autoencoder",
+  binary: "binary classifier",
+  multiclass: "multi-class classifier",
+  regressor: "regressor",
+};
 
 export class Dashboard {
   constructor(app) {
@@ -105,8 +100,10 @@ export class Dashboard {
     $("#alerts").replaceChildren(...alerts);
     this.app.setAlerts(data.alerts);
     $("#kpis").replaceChildren(
-      ...KPI_LABELS.map(([k, label]) => el("div", {}, el("dt", {}, label), el("dd", {}, data.kpis[k] ?? "–"))),
+      ...data.tiles.map((t) => el("div", {}, el("dt", {}, t.label), el("dd", {}, t.value ?? "–"))),
     );
+    $("#task-label").textContent = TASK_LABELS[data.task] ?? data.task;
+    this.renderClasses(data.classes, data.calibration);
     for (const layer of ["system", "data", "model"]) {
       const figs = data.charts
         .filter((c) => c.layer === layer)
@@ -137,6 +134,33 @@ export class Dashboard {
           el("td", { class: "num" }, r.invalid),
           el("td", {}, el("span", { class: `badge ${r.verdict}` }, verdictLabel(r.verdict)))),
       ),
+    );
+  }
+
+  renderClasses(classes, calibration) {
+    const share = (v) => (v == null ? "–" : percent(v));
+    $("#class-table").hidden = !classes.length;
+    $("#class-table tbody").replaceChildren(
+      ...classes.map((c) =>
+        el("tr", { "data-class": c.class },
+          el("th", { scope: "row" }, c.class),
+          el("td", { class: "num" }, c.predicted),
+          el("td", { class: "num" }, share(c.live_share)),
+          el("td", { class: "num" }, share(c.baseline_share)),
+          el("td", { class: "num" }, c.support ?? "–"),
+          el("td", { class: "num" }, share(c.precision)),
+          el("td", { class: "num" }, share(c.recall)),
+          el("td", { class: "num" }, fixed(c.f1, 3)))),
+    );
+    const bins = Array.isArray(calibration) ? calibration.filter((b) => b.rows > 0) : [];
+    $("#calibration-table").hidden = !bins.length;
+    $("#calibration-table tbody").replaceChildren(
+      ...bins.map((b) =>
+        el("tr", {},
+          el("th", { scope: "row" }, `${percent(b.from)}–${percent(b.to)}`),
+          el("td", { class: "num" }, b.rows),
+          el("td", { class: "num" }, share(b.confidence)),
+          el("td", { class: "num" }, share(b.accuracy)))),
     );
   }
 

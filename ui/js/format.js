@@ -29,6 +29,36 @@ export function fixed(v, digits = 3) {
   return v == null || !Number.isFinite(v) ? "–" : v.toFixed(digits);
 }
 
+export function percent(v) {
+  if (v == null || !Number.isFinite(v)) return "–";
+  return `${(v * 100).toFixed(v !== 0 && Math.abs(v) < 0.1 ? 1 : 0)}%`;
+}
+
+/** The own-model form's fields as `own_model_inspect` takes them, or the first field that is wrong. */
+export function ownModelRequest(f) {
+  const t = (k) => (f[k] ?? "").trim();
+  const errors = {};
+  if (!t("model")) errors.model = "Pick the ONNX model file.";
+  else if (!t("model").toLowerCase().endsWith(".onnx")) errors.model = `${t("model")} is not an .onnx file.`;
+  if (!t("reference")) errors.reference = "Pick the reference CSV: the rows the drift statistics compare with.";
+  const stem = t("model").split(/[\\/]/).pop().replace(/\.onnx$/i, "");
+  const name = t("name") || stem;
+  if (!errors.model && !/[A-Za-z0-9]/.test(name)) errors.name = "Name the model: the name goes into the image tag.";
+  if (!/[A-Za-z0-9]/.test(t("version"))) errors.version = "Give a version such as 1.0.0: it goes into the image tag.";
+  const value = {
+    task: t("task") || "classifier",
+    model: t("model"),
+    reference: t("reference"),
+    holdout: t("holdout") || null,
+    label_column: t("label_column") || "label",
+    name,
+    version: t("version"),
+    missing: t("missing") || "reject",
+    positive_class: t("positive_class") || null,
+  };
+  return { value, errors };
+}
+
 export function pValue(v) {
   if (v == null || !Number.isFinite(v)) return "–";
   return v < 0.001 ? "<0.001" : v.toFixed(3);

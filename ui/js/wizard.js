@@ -3,7 +3,7 @@
 
 import { call, onProvision } from "./api.js";
 import { $, $$, confirmDialog, el, toast } from "./dom.js";
-import { PLATFORMS, advise, checkRemote, stepNote } from "./format.js";
+import { PLATFORMS, advise, checkRemote, fixed, ownModelRequest, stepNote } from "./format.js";
 import { ProgressView, track } from "./progress.js";
 
 const LAST = 5;
@@ -35,6 +35,14 @@ export class Wizard {
     $("#wizard-deploy").addEventListener("submit", (ev) => {
       ev.preventDefault();
       this.deploy();
+    });
+    for (const b of $$("[data-browse]")) b.addEventListener("click", () => this.browse(b.dataset.browse));
+    $("#own-inspect").addEventListener("click", () => this.inspectOwn());
+    $("#own-build").addEventListener("click", () => this.buildOwn());
+    // A changed field makes the inspection shown stale: build only what is on screen.
+    $("#own-form").addEventListener("input", () => {
+      this.inspected = null;
+      $("#own-build").disabled = true;
     });
   }
 
@@ -396,7 +404,93 @@ export class Wizard {
     // A remote host has no versions listed until one is deployed: its tags are typed in.
     $("#wizard-custom-wrap").hidden = !remote;
     $("#wizard-via-github-wrap").hidden = !github;
+    // An own model is built into this computer's Docker engine, where the sandbox deploys from.
+    $("#own-model").hidden = remote;
     await this.app.deployments.loadImages($("#wizard-tag"));
+  }
+
+  // ------------------------------------------------------------------ 5 deploy: your own model
+  async browse(field) {
+    const filters = field === "model"
+      ? [{ name: "ONNX model", extensions: ["onnx"] }]
+      : [{ name: "CSV", extensions: ["csv"] }];
+    try {
+      // The native file dialog (Tauri's dialog plugin); the path can also be typed.
+      const path = await call("plugin:dialog|open", { options: { multiple: false, directory: false, filters } });
+      if (typeof path === "string" && path) {
+        const input = $(`#own-form [name="${field}"]`);
+        input.value = path;
+        input.dispatchEvent(new Event("input", { bubbles: true }));
+      }
+    } catch (e) {
+      $("#own-error").textContent = `The file dialog could not open (${e.message}); type the path instead.`;
+    }
+  }
+
+  async inspectOwn() {
+    const err = $("#own-error");
+    err.textContent = "";
+    const { value, errors } = ownModelRequest(Object.fromEntries(new FormData($("#own-form")).entries()));
+    const first = Object.entries(errors)[0];
+    if (first) {
+      $(`#own-form [name="${first[0]}"]`).focus();
+      err.textContent = first[1];
+      return;
+    }
+    const result = $("#own-result");
+    result.replaceChildren(el("p", { class: "muted" }, "Reading the graph and the reference rows…"));
+    $("#own-inspect").disabled = true;
+    try {
+      const i = await call("own_model_inspect", { request: value });
+      this.inspected = i;
+      result.replaceChildren(this.describeOwn(i));
+      $("#own-build").disabled = false;
+    } catch (e) {
+      this.inspected = null;
+      result.replaceChildren();
+      err.textContent = e.message;
+    } finally {
+      $("#own-inspect").disabled = false;
+    }
+  }
+
+  describeOwn(i) {
+    const shown = i.features.slice(0, 12).join(", ") + (i.features.length > 12 ? `, … (${i.features.length - 12} more)` : "");
+    const metrics = Object.entries(i.evaluation)
+      .filter(([, v]) => typeof v === "number")
+      .map(([k, v]) => `${k.replace(/^holdout_/, "").replaceAll("_", " ")} ${Number.isInteger(v) ? v : fixed(v, 4)}`);
+    const rows = [
+      ["Found", i.summary],
+      ["Task", i.task],
+      ["Features", `${i.features.length}: ${shown}`],
+    ];
+    if (i.classes.length) rows.push(["Classes", i.classes.join(", ")]);
+    if (i.threshold != null) rows.push([i.task === "autoencoder" ? "Anomaly threshold" : "Decision threshold", fixed(i.threshold, 4)]);
+    rows.push(["Missing values", i.missing_policy.replace("_", "-")]);
+    rows.push(["Held out", metrics.length ? metrics.join(" · ") : "no holdout given"]);
+    rows.push(["Image tag", i.tag]);
+    return el("dl", { class: "card", id: "own-card" }, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-field": k }, v)]));
+  }
+
+  async buildOwn() {
+    const i = this.inspected;
+    if (!i) return;
+    const err = $("#own-error");
+    err.textContent = "";
+    const button = $("#own-build");
+    button.disabled = true;
+    button.textContent = "Building…";
+    try {
+      const said = await call("own_model_build", { tag: i.tag });
+      toast(said);
+      await this.app.deployments.loadImages($("#wizard-tag"));
+      $("#wizard-tag").value = i.tag;
+    } catch (e) {
+      err.textContent = e.message;
+    } finally {
+      button.textContent = "Build the image";
+      button.disabled = !this.inspected;
+    }
   }
 
   async deploy() {
@@ -425,8 +519,10 @@ export class Wizard {
           el("dt", {}, "Image tag"), el("dd", {}, v.model.image_tag ?? "–"),
           el("dt", {}, "Model"), el("dd", {}, `${v.model.name} ${v.model.version}`),
           el("dt", {}, "Features"), el("dd", {}, String((card.features ?? []).length)),
+          el("dt", {}, "Task"), el("dd", {}, card.task ?? "autoencoder"),
           el("dt", {}, "Threshold"), el("dd", {}, String(card.score?.threshold ?? "–")),
-          el("dt", {}, "Held-out ROC-AUC"), el("dd", {}, String(card.evaluation?.holdout_roc_auc ?? "–")),
+          el("dt", {}, card.task === "regressor" ? "Held-out MAE" : card.task === "classifier" ? "Held-out accuracy" : "Held-out ROC-AUC"),
+          el("dd", {}, String((card.task === "regressor" ? card.evaluation?.holdout_mae : card.task === "classifier" ? card.evaluation?.holdout_accuracy : card.evaluation?.holdout_roc_auc) ?? "–")),
           el("dt", {}, "Service"), el("dd", {}, `${v.model.service_version ?? ""} ${v.model.git_revision ?? ""}`)),
       );
     } catch (e) {

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  advise, ago, checkRemote, fixed, progressInit, progressReduce, pValue, rollbackCandidates,
+  advise, ago, checkRemote, fixed, ownModelRequest, percent, progressInit, progressReduce, pValue, rollbackCandidates,
   stepNote, verdictLabel, PLATFORMS,
 } from "../js/format.js";
 import { normalizeError } from "../js/api.js";
@@ -97,4 +97,28 @@ test("errors always reach the page as code and message", () => {
   assert.deepEqual(normalizeError({ code: "no-docker", message: "start Docker" }), { code: "no-docker", message: "start Docker" });
   assert.deepEqual(normalizeError("boom"), { code: "internal", message: "boom" });
   assert.deepEqual(normalizeError({ message: "m" }), { code: "internal", message: "m" });
+});
+
+test("percentages in the class and calibration tables", () => {
+  assert.equal(percent(0.25), "25%");
+  assert.equal(percent(0.051), "5.1%");
+  assert.equal(percent(0), "0%");
+  assert.equal(percent(null), "–");
+});
+
+test("the own-model form names what is missing and derives the name", () => {
+  let r = ownModelRequest({ task: "regressor", model: "", reference: "", version: "1" });
+  assert.match(r.errors.model, /Pick the ONNX model/);
+  assert.match(r.errors.reference, /reference CSV/);
+  r = ownModelRequest({ model: "/m/model.txt", reference: "/r.csv", version: "1" });
+  assert.match(r.errors.model, /not an \.onnx file/);
+  r = ownModelRequest({ model: "/models/churn-v2.ONNX", reference: "/r.csv", version: " ", holdout: " " });
+  assert.match(r.errors.version, /version/);
+  r = ownModelRequest({ model: "/models/churn-v2.onnx", reference: "/r.csv", version: "2.0", missing: "per-row" });
+  assert.deepEqual(r.errors, {});
+  assert.equal(r.value.name, "churn-v2");
+  assert.equal(r.value.task, "classifier");
+  assert.equal(r.value.holdout, null);
+  assert.equal(r.value.missing, "per-row");
+  assert.equal(r.value.label_column, "label");
 });

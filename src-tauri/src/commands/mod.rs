@@ -6,4 +6,5 @@ pub mod credentials;
 pub mod deploy;
 pub mod github;
 pub mod monitoring;
+pub mod own_model;
 pub mod traffic;

@@ -1,5 +1,6 @@
 //! Replayed traffic against the sandbox service, with a switch for the drift scenario.
 
+use console_core::own_model;
 use console_core::sandbox::{companion_binary, Traffic};
 use serde::Serialize;
 use tauri::State;
@@ -40,18 +41,31 @@ pub async fn traffic_start(
             "the replay tool is not installed beside the console; build it with `cargo build --release -p traffic-replay` or set MLOPS_REPLAY_BIN",
         )
     })?;
-    let scenario = if drift {
-        "normal,anomalies,feedback,drift"
-    } else {
-        "normal,anomalies,feedback"
+    // An own model is replayed from its own rows, with the scenarios its task and labels allow.
+    let own = state
+        .engine
+        .history()
+        .serving(&state.history_name("sandbox")?)?
+        .and_then(|d| own_model::replay_data(&state.data_dir, &d.tag));
+    let scenario = match &own {
+        Some(data) => data.scenario(drift),
+        None if drift => "normal,anomalies,feedback,drift".to_string(),
+        None => "normal,anomalies,feedback".to_string(),
     };
     let mut g = state.traffic.lock().await;
     if let Some(old) = g.take() {
         old.stop().await;
     }
     let (token, _) = state.api_token("sandbox")?;
-    let t = Traffic::start(&replay, state.sandbox_port, scenario, rate, Some(&token))
-        .map_err(AppError::invalid)?;
+    let t = Traffic::start(
+        &replay,
+        state.sandbox_port,
+        &scenario,
+        rate,
+        Some(&token),
+        own.as_ref(),
+    )
+    .map_err(AppError::invalid)?;
     let status = TrafficStatus::of(&t, true, None);
     *g = Some(t);
     Ok(status)
