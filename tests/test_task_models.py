@@ -145,26 +145,6 @@ def test_card_metrics_agree_with_sklearn(built, name):
             recall_score(truth, (p[:, 1] > 0.5).astype(int)), abs=1e-12)
 
 
-def _check_predictions(card: dict, body: dict, out: dict, start: int = 0) -> None:
-    task = card["task"]
-    assert body["model"]["task"] == task
-    for r in body["results"]:
-        i = r["row"] + start
-        if task == "regressor":
-            want = float(np.asarray(out[card["output_name"]]).ravel()[i])
-            assert r["value"] == pytest.approx(want, rel=1e-6, abs=1e-6), r
-        else:
-            classes = card["classifier"]["classes"]
-            p = tasks.probabilities(card, out[card["output_name"]])[i]
-            got = [r["probabilities"][c] for c in classes]
-            assert got == pytest.approx(p.tolist(), abs=1e-6), r
-            assert r["label"] == classes[int(p.argmax())], r
-            assert r["probability"] == pytest.approx(p.max(), abs=1e-6)
-            labels = [o for o in out if o != card["output_name"]]
-            if labels:  # the graph's own label output agrees
-                assert str(np.asarray(out[labels[0]]).ravel()[i]) == r["label"], r
-
-
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_every_prediction_matches_onnxruntime_and_is_monitored(name):
     model_dir = MODELS / name
@@ -180,7 +160,7 @@ def test_every_prediction_matches_onnxruntime_and_is_monitored(name):
             batch = rows[start:start + 50]
             body = _predict(url, batch, named=features if start % 100 else None)
             assert len(body["results"]) == len(batch) and "errors" not in body
-            _check_predictions(card, body, out, start)
+            tasks.check_predictions(card, body, out, start)
             feedback += [{"request_id": body["request_id"], "row": r["row"],
                           "label": _label(card, labels[start + r["row"]])} for r in body["results"]]
         s = _summary(url, len(rows))
@@ -408,7 +388,7 @@ def test_impute_scores_every_row_and_counts_each_imputed_cell(policy_cards):
             else:
                 body = _predict(url, batch)
             assert len(body["results"]) == len(batch)
-            _check_predictions(card, body, out, start)
+            tasks.check_predictions(card, body, out, start)
             for res in body["results"]:
                 i = start + res["row"]
                 assert res.get("imputed", []) == [features[j] for j in range(len(features)) if (i, j) in cells]
@@ -438,7 +418,7 @@ def test_per_row_scores_the_complete_rows_and_answers_each_other_row(policy_card
             assert {start + e["row"] for e in body.get("errors", [])} == rows_here & broken
             for e in body.get("errors", []):
                 assert e["details"] and all(d["row"] == e["row"] for d in e["details"]), e
-            _check_predictions(card, body, out, start)
+            tasks.check_predictions(card, body, out, start)
             scored += len(body["results"])
             if body.get("errors"):  # a refused row has no prediction to label
                 bad = body["errors"][0]["row"]
@@ -524,8 +504,8 @@ def test_unusual_graphs_are_served_like_onnxruntime_runs_them(tmp_path, graph):
     _, rows, _ = tasks.read(tmp_path / "rows.csv")
     out = tasks.ort_outputs(tasks.session(model), card, rows)
     with running(model_dir=out_dir) as (url, _):
-        _check_predictions(card, _predict(url, rows), out)
-        _check_predictions(card, _predict(url, rows, named=header), out)
+        tasks.check_predictions(card, _predict(url, rows), out)
+        tasks.check_predictions(card, _predict(url, rows, named=header), out)
         if ints:  # an integer feature refuses a fraction, naming it
             r = net.http_request("POST", f"{url}/v1/predict", json_body={"rows": [[1.5, 1, 0.1, 0.2]]})
             assert r.status == 422 and "not a whole number" in r.json()["error"], r.body[:300]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 
 def read(path: Path) -> tuple[list[str], list[list[float]], list[str]]:
@@ -47,3 +48,26 @@ def probabilities(card: dict, out) -> np.ndarray:
         keyed = [{str(k): v for k, v in m.items()} for m in out]
         return np.asarray([[m[c] for c in classes] for m in keyed], dtype=np.float64)
     return np.asarray(out, dtype=np.float64)
+
+
+def check_predictions(card: dict, body: dict, out: dict, start: int = 0) -> None:
+    """Every result of one /v1/predict answer against ONNX Runtime's outputs for the same rows (`out`,
+    from `ort_outputs`; `start` is the batch's first row): a regressor's value, a classifier's
+    probabilities per class, its label and the top probability, and the graph's own label output."""
+    task = card["task"]
+    assert body["model"]["task"] == task
+    for r in body["results"]:
+        i = r["row"] + start
+        if task == "regressor":
+            want = float(np.asarray(out[card["output_name"]]).ravel()[i])
+            assert r["value"] == pytest.approx(want, rel=1e-6, abs=1e-6), r
+        else:
+            classes = card["classifier"]["classes"]
+            p = probabilities(card, out[card["output_name"]])[i]
+            got = [r["probabilities"][c] for c in classes]
+            assert got == pytest.approx(p.tolist(), abs=1e-6), r
+            assert r["label"] == classes[int(p.argmax())], r
+            assert r["probability"] == pytest.approx(p.max(), abs=1e-6)
+            labels = [o for o in out if o != card["output_name"]]
+            if labels:  # the graph's own label output agrees
+                assert str(np.asarray(out[labels[0]]).ravel()[i]) == r["label"], r
