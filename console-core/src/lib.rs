@@ -2,6 +2,7 @@
 //! command line are thin layers over this crate, so it has no GUI dependency and its tests run
 //! headless against real stand-ins (sshd, a registry, the Docker engine).
 
+pub mod alarms;
 pub mod aws;
 pub mod charts;
 pub mod cloud_charts;
