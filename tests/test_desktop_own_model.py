@@ -213,18 +213,21 @@ def test_own_classifier_from_the_wizard_to_its_dashboard(console: Console):
     print(f"screenshots: {', '.join(page.shots)}; not captured: {page.missed or 'none'}")
 
 
-@pytest.mark.parametrize("name,task,found,label,score_title,metric", [
-    ("wine-classifier", "classifier", "3-class classifier", "multi-class classifier", "Top-class probability", "Accuracy"),
-    ("diabetes-regressor", "regressor", "regressor", "regressor", "Prediction", "MAE"),
+@pytest.mark.parametrize("name,task,missing,found,label,score_title,metric", [
+    ("wine-classifier", "classifier", "reject", "3-class classifier", "multi-class classifier", "Top-class probability",
+     "Accuracy"),
+    ("diabetes-regressor", "regressor", "impute-median", "regressor", "regressor", "Prediction", "MAE"),
 ])
-def test_each_other_example_is_served_in_the_container_like_onnxruntime(console: Console, name, task, found, label,
-                                                                          score_title, metric):
+def test_each_other_example_is_served_in_the_container_like_onnxruntime(console: Console, name, task, missing, found,
+                                                                          label, score_title, metric):
     d = console.driver
     page = Page(d, ARTIFACTS / f"desktop-own-model-{name}", console.display)
     to_deploy_step(page)
-    card = inspect(page, name, task)
+    card = inspect(page, name, task, missing)
     assert found in page.text('#own-card dd[data-field="Found"]'), card
     assert page.text('#own-card dd[data-field="Task"]') == task, card
+    shown = {"reject": "reject", "impute-median": "impute (median)"}[missing]
+    assert page.text('#own-card dd[data-field="Missing values"]') == shown, card
     page.shot("inspected")
     build_and_deploy(page, name, task)
     compared = predictions_match_onnxruntime(console.port, name)

@@ -114,9 +114,9 @@ fn check_request(r: &Request) -> Result<(), String> {
         return Err("give the model a version such as 1.0.0: it goes into the image tag".into());
     }
     if let Some(m) = &r.missing {
-        if !["reject", "impute", "per-row"].contains(&m.as_str()) {
+        if !["reject", "impute", "impute-median", "per-row"].contains(&m.as_str()) {
             return Err(format!(
-                "missing-value policy {m:?} is not one of reject, impute, per-row"
+                "missing-value policy {m:?} is not one of reject, impute, impute-median, per-row"
             ));
         }
     }
@@ -148,8 +148,16 @@ fn card_args(r: &Request, out: &Path) -> Vec<String> {
             if label.is_empty() { "label" } else { label }.to_string(),
         ]);
     }
-    if let Some(m) = &r.missing {
-        a.extend(["--missing".into(), m.clone()]);
+    match r.missing.as_deref() {
+        // The form's "impute the median": the card builder's impute policy with the median.
+        Some("impute-median") => a.extend([
+            "--missing".into(),
+            "impute".into(),
+            "--impute-with".into(),
+            "median".into(),
+        ]),
+        Some(m) => a.extend(["--missing".into(), m.to_string()]),
+        None => {}
     }
     let nonempty = |v: &Option<String>| {
         v.as_deref()
@@ -387,10 +395,13 @@ pub fn describe(tag: String, card: &Value) -> Inspection {
         features,
         classes: strings(&card["classifier"]["classes"]),
         threshold: card["score"]["threshold"].as_f64(),
-        missing_policy: card["missing_values"]["policy"]
-            .as_str()
-            .unwrap_or("reject")
-            .to_string(),
+        missing_policy: match (
+            card["missing_values"]["policy"].as_str(),
+            card["missing_values"]["impute_with"].as_str(),
+        ) {
+            (Some("impute"), Some(with)) => format!("impute ({with})"),
+            (policy, _) => policy.unwrap_or("reject").to_string(),
+        },
         evaluation,
         card: card.clone(),
         tag,
@@ -555,6 +566,12 @@ mod tests {
         assert!(s.contains("--positive-class yes"), "{s}");
         assert!(s.contains("--decision-threshold 0.7"), "{s}");
         assert!(!s.contains("--classes"), "{s}");
+        r.missing = Some("impute-median".into());
+        let s = card_args(&r, Path::new("/out")).join(" ");
+        assert!(s.contains("--missing impute --impute-with median"), "{s}");
+        let mut ok = request("regressor");
+        ok.missing = Some("impute-median".into());
+        assert_eq!(check_request(&ok), Ok(()));
     }
 
     #[test]
