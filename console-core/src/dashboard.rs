@@ -651,11 +651,8 @@ pub fn alerts(summary: &Value) -> Vec<Alert> {
         _ => {}
     }
     let model = &summary["model"];
-    if let Some(r) = finite(&model["anomaly_rate"]).filter(|_| {
-        summary["model"]["task"]
-            .as_str()
-            .is_none_or(|t| t == "autoencoder")
-    }) {
+    let task = Task::of(summary);
+    if let Some(r) = finite(&model["anomaly_rate"]).filter(|_| task == Task::Autoencoder) {
         if r >= ANOMALY_RATE_WARN {
             out.push(Alert {
                 level: "warning",
@@ -664,7 +661,6 @@ pub fn alerts(summary: &Value) -> Vec<Alert> {
             });
         }
     }
-    let task = Task::of(summary);
     if model["score_drift"]["verdict"].as_str() == Some("drift") {
         out.push(Alert {
             level: "warning",

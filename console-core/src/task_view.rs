@@ -83,95 +83,58 @@ pub fn tiles(summary: &Value, task: Task) -> Vec<Tile> {
     let gt = &model["ground_truth"];
     let f = |v: &Value, u: Unit| finite(v).map(|x| u.format(x));
     let plain3 = |v: &Value| finite(v).map(|x| format!("{x:.3}"));
+    let ratio = |v: &Value| f(v, Unit::Ratio);
     let mut t = vec![
-        Tile {
-            label: "Requests",
-            value: f(&sys["requests_per_second"], Unit::PerSecond),
-        },
-        Tile {
-            label: "Error rate",
-            value: f(&sys["error_rate"], Unit::Ratio),
-        },
-        Tile {
-            label: "Latency p50",
-            value: f(&sys["predict_latency_seconds"]["p50"], Unit::Seconds),
-        },
-        Tile {
-            label: "Latency p99",
-            value: f(&sys["predict_latency_seconds"]["p99"], Unit::Seconds),
-        },
+        ("Requests", f(&sys["requests_per_second"], Unit::PerSecond)),
+        ("Error rate", ratio(&sys["error_rate"])),
+        (
+            "Latency p50",
+            f(&sys["predict_latency_seconds"]["p50"], Unit::Seconds),
+        ),
+        (
+            "Latency p99",
+            f(&sys["predict_latency_seconds"]["p99"], Unit::Seconds),
+        ),
     ];
     if let Some(title) = task.rate_title() {
-        t.push(Tile {
-            label: title,
-            value: f(&model["anomaly_rate"], Unit::Ratio),
-        });
+        t.push((title, ratio(&model["anomaly_rate"])));
     }
     if task.is_classifier() {
-        t.push(Tile {
-            label: "Class drift (PSI)",
-            value: plain3(&model["class_drift"]["psi"]),
-        });
+        t.push(("Class drift (PSI)", plain3(&model["class_drift"]["psi"])));
     }
-    t.push(Tile {
-        label: "Labelled rows",
-        value: gt["labelled"].as_u64().map(|n| n.to_string()),
-    });
+    t.push((
+        "Labelled rows",
+        gt["labelled"].as_u64().map(|n| n.to_string()),
+    ));
     match task {
-        Task::Autoencoder => {
-            t.push(Tile {
-                label: "Precision",
-                value: f(&gt["precision"], Unit::Ratio),
-            });
-            t.push(Tile {
-                label: "Recall",
-                value: f(&gt["recall"], Unit::Ratio),
-            });
-            t.push(Tile {
-                label: "ROC-AUC",
-                value: plain3(&gt["roc_auc"]),
-            });
-        }
+        Task::Autoencoder => t.extend([
+            ("Precision", ratio(&gt["precision"])),
+            ("Recall", ratio(&gt["recall"])),
+            ("ROC-AUC", plain3(&gt["roc_auc"])),
+        ]),
         Task::Binary | Task::Multiclass => {
-            t.push(Tile {
-                label: "Accuracy",
-                value: f(&gt["accuracy"], Unit::Ratio),
-            });
-            t.push(Tile {
-                label: "Macro F1",
-                value: plain3(&gt["macro_f1"]),
-            });
+            t.push(("Accuracy", ratio(&gt["accuracy"])));
+            t.push(("Macro F1", plain3(&gt["macro_f1"])));
             if task == Task::Binary {
-                t.push(Tile {
-                    label: "ROC-AUC",
-                    value: plain3(&gt["roc_auc"]),
-                });
+                t.push(("ROC-AUC", plain3(&gt["roc_auc"])));
             }
-            t.push(Tile {
-                label: "Log loss",
-                value: plain3(&gt["log_loss"]),
-            });
-            t.push(Tile {
-                label: "Calibration error (ECE)",
-                value: plain3(&gt["expected_calibration_error"]),
-            });
+            t.extend([
+                ("Log loss", plain3(&gt["log_loss"])),
+                (
+                    "Calibration error (ECE)",
+                    plain3(&gt["expected_calibration_error"]),
+                ),
+            ]);
         }
-        Task::Regressor => {
-            t.push(Tile {
-                label: "MAE",
-                value: f(&gt["mae"], Unit::Plain),
-            });
-            t.push(Tile {
-                label: "RMSE",
-                value: f(&gt["rmse"], Unit::Plain),
-            });
-            t.push(Tile {
-                label: "R²",
-                value: plain3(&gt["r2"]),
-            });
-        }
+        Task::Regressor => t.extend([
+            ("MAE", f(&gt["mae"], Unit::Plain)),
+            ("RMSE", f(&gt["rmse"], Unit::Plain)),
+            ("R²", plain3(&gt["r2"])),
+        ]),
     }
-    t
+    t.into_iter()
+        .map(|(label, value)| Tile { label, value })
+        .collect()
 }
 
 /// A classifier's row per class: what it predicts now against the baseline, and how right it is
