@@ -13,6 +13,8 @@ with the card `inference card` builds for it.
 - The missing-value policies with 10 % of cells missing: `reject` refuses, `impute` scores every row
   with the training value and counts each imputed cell, `per-row` scores the complete rows and answers
   each other row with its own error (status 200); nothing is lost and the counts match what was sent.
+- A feature of few values (diabetes' `sex`) has a baseline per value: the reference rows replayed are
+  PSI 0 on every feature, and more of one value drifts by the share of that value.
 - Graphs the card builder cannot serve are refused with one sentence naming what it found (never a
   panic), and unusual graphs it can serve (one input per feature, int64 and float64 inputs, ZipMap
   over string or integer classes) are served and agree with ONNX Runtime.
@@ -321,6 +323,41 @@ def test_predicted_classes_drift_from_the_card_baseline(name, region_class):
         r = net.http_request("GET", f"{url}/v1/monitoring/series?metric=class_share:nope", headers=_auth())
         assert r.status == 400 and "unknown metric" in r.json()["error"], r.body[:300]
         assert "not a class of this model" in r.json()["error"]
+
+
+def test_a_feature_of_few_values_is_judged_on_its_values():
+    """diabetes' `sex` is 1 or 2. The card counts each value in a bin of its own (levels), and the
+    service bins a value where the card did (the last edge of a decile histogram in its top closed
+    bin), so the reference rows sent as traffic reproduce every feature's card histogram exactly: PSI
+    0 on all ten features, and on `sex` the live histogram sits on the baseline's two spikes. A window
+    with more 2s than training is judged on the share of 2s (PSI by hand)."""
+    model_dir = MODELS / "diabetes-regressor"
+    card = json.loads((model_dir / "model_card.json").read_text())
+    sex = next(f for f in card["features"] if f["name"] == "sex")
+    _, rows, _ = tasks.read(model_dir / "reference.csv")
+    at = [f["name"] for f in card["features"]].index("sex")
+    counts = [sum(1 for r in rows if r[at] == v) for v in (1.0, 2.0)]
+    assert sex["levels"] == [1.0, 2.0] and sex["histogram"] == {"bin_edges": [0.5, 1.5, 2.5], "counts": counts}
+    assert all("levels" not in f for f in card["features"] if f["name"] != "sex")
+    with running(model_dir=model_dir, env={"INFERENCE_API_TOKEN": TOKEN}) as (url, _):
+        for i in range(0, len(rows), 50):
+            _predict(url, rows[i:i + 50])
+        features = {f["name"]: f for f in _summary(url, len(rows))["data"]["features"]}
+        for name, f in features.items():
+            assert f["drift"]["psi"] == pytest.approx(0.0, abs=1e-12), (name, f["drift"])
+        s = features["sex"]
+        assert s["verdict"] == "ok" and s["drift"]["wasserstein"] == 0.0 and s["drift"]["ks_statistic"] == 0.0, s
+        dist = s["distribution"]
+        assert dist["current"] == pytest.approx(dist["baseline"], abs=1e-9)
+        assert sorted(c for c in dist["current"] if c) == sorted(counts)
+
+        twos = [r for r in rows if r[at] == 2.0] * 2
+        for i in range(0, len(twos), 50):
+            _predict(url, twos[i:i + 50])
+        s = {f["name"]: f for f in _summary(url, len(rows) + len(twos))["data"]["features"]}["sex"]
+        current = [0, counts[0], counts[1] + len(twos), 0]
+        assert s["drift"]["psi"] == pytest.approx(_psi([0, *counts, 0], current), rel=1e-9)
+        assert s["drift"]["psi"] >= 0.25 and s["verdict"] == "drift", s
 
 
 def test_the_bundled_autoencoder_is_served_as_before():

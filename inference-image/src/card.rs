@@ -181,6 +181,11 @@ pub struct FeatureStats {
     pub valid_max: f64,
     pub quantiles: BTreeMap<String, f64>,
     pub histogram: Histogram,
+    /// The reference's distinct values when there are few of them (a flag, a category code, a
+    /// small count), one per histogram bin in order; empty for a continuous feature, whose
+    /// histogram is between deciles. Cards written before it have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -292,6 +297,8 @@ impl ModelCard {
                 ));
             }
             check_histogram(&f.histogram).map_err(|e| format!("feature {:?}: {e}", f.name))?;
+            check_levels(&f.levels, &f.histogram)
+                .map_err(|e| format!("feature {:?}: {e}", f.name))?;
         }
         self.check_inputs()?;
         check_histogram(&self.score.baseline.histogram).map_err(|e| format!("score baseline: {e}"))
@@ -524,6 +531,29 @@ fn check_classes(c: &ClassifierSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Levels, when given, are one per histogram bin, each inside its own bin.
+fn check_levels(levels: &[f64], h: &Histogram) -> Result<(), String> {
+    if levels.is_empty() {
+        return Ok(());
+    }
+    if levels.len() != h.counts.len() {
+        return Err(format!(
+            "has {} levels for {} histogram bins; it needs one level per bin",
+            levels.len(),
+            h.counts.len()
+        ));
+    }
+    for (i, &l) in levels.iter().enumerate() {
+        let (lo, hi) = (h.bin_edges[i], h.bin_edges[i + 1]);
+        if !(lo < l && l < hi) {
+            return Err(format!(
+                "level {l} is not inside its histogram bin ({lo}, {hi})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_histogram(h: &Histogram) -> Result<(), String> {
     if h.bin_edges.len() < 2 || h.counts.len() + 1 != h.bin_edges.len() {
         return Err(format!(
@@ -551,6 +581,23 @@ mod tests {
             "/model/wbc-autoencoder"
         )))
         .unwrap()
+    }
+
+    #[test]
+    fn levels_must_match_the_histogram_bin_for_bin() {
+        let mut card = bundled();
+        assert!(card.features[0].levels.is_empty());
+        card.features[0].levels = vec![1.0];
+        let err = card.check().unwrap_err();
+        assert!(err.contains("1 levels for 10 histogram bins"), "{err}");
+        let h = &card.features[0].histogram;
+        // One per bin, but each on its bin's lower edge: a value there would be binned by convention.
+        card.features[0].levels = h.bin_edges[..h.counts.len()].to_vec();
+        let err = card.check().unwrap_err();
+        assert!(err.contains("is not inside its histogram bin"), "{err}");
+        let e = &card.features[0].histogram.bin_edges;
+        card.features[0].levels = e.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+        card.check().unwrap();
     }
 
     #[test]

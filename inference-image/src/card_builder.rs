@@ -1018,6 +1018,9 @@ fn feature_stats(name: &str, values: &[f64]) -> FeatureStats {
     let (mean, std) = mean_std(values);
     let std = if std > 0.0 { std } else { 1.0 };
     let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+    let (histogram, levels) = distinct_levels(&sorted)
+        .and_then(|levels| Some((level_histogram(&sorted, &levels)?, levels)))
+        .unwrap_or_else(|| (decile_histogram(&sorted), Vec::new()));
     FeatureStats {
         name: name.to_string(),
         mean,
@@ -1032,8 +1035,64 @@ fn feature_stats(name: &str, values: &[f64]) -> FeatureStats {
         },
         valid_max: max + 100.0 * (max - min),
         quantiles: quantiles(&sorted),
-        histogram: decile_histogram(&sorted),
+        histogram,
+        levels,
     }
+}
+
+/// Most distinct values a reference column may have for its baseline to count each value on its
+/// own (a 0/1 flag, a category code, a small count). Deciles would merge such values into a few
+/// wide bins whose rows the service can only spread evenly, which reads as drift on normal traffic.
+pub const MAX_LEVELS: usize = 20;
+
+/// Fewest reference rows per distinct value, on average, for a column to be read as levels: a
+/// short reference of a continuous column has few distinct values too, but seen once each.
+pub const MIN_ROWS_PER_LEVEL: usize = 5;
+
+/// The column's distinct values when there are at most [`MAX_LEVELS`] of them, each seen
+/// [`MIN_ROWS_PER_LEVEL`] times on average.
+fn distinct_levels(sorted: &[f64]) -> Option<Vec<f64>> {
+    let mut levels = sorted.to_vec();
+    levels.dedup();
+    (levels.len() <= MAX_LEVELS && sorted.len() >= MIN_ROWS_PER_LEVEL * levels.len())
+        .then_some(levels)
+}
+
+/// One bin per level with the level inside it: edges halfway between neighbouring levels and half
+/// the nearest gap beyond the outer ones (±0.5 around a single level). A value between two levels
+/// counts with the nearer one, and no level sits on an edge, so the card and the service bin the
+/// same value the same way whatever their conventions at the edges. None when the levels are too
+/// close (neighbouring floats) or too large for edges strictly between them.
+fn level_histogram(sorted: &[f64], levels: &[f64]) -> Option<Histogram> {
+    let n = levels.len();
+    let (below, above) = if n == 1 {
+        (0.5, 0.5)
+    } else {
+        (
+            (levels[1] - levels[0]) / 2.0,
+            (levels[n - 1] - levels[n - 2]) / 2.0,
+        )
+    };
+    let mut edges = Vec::with_capacity(n + 1);
+    edges.push(levels[0] - below);
+    edges.extend(levels.windows(2).map(|w| w[0] + (w[1] - w[0]) / 2.0));
+    edges.push(levels[n - 1] + above);
+    let separated = edges.iter().all(|e| e.is_finite())
+        && levels
+            .iter()
+            .enumerate()
+            .all(|(i, &l)| edges[i] < l && l < edges[i + 1]);
+    if !separated {
+        return None;
+    }
+    let counts = levels
+        .iter()
+        .map(|&l| sorted.iter().filter(|&&v| v == l).count() as u64)
+        .collect();
+    Some(Histogram {
+        bin_edges: edges,
+        counts,
+    })
 }
 
 /// The drift baseline: bins between the deciles of `sorted` (repeated edges merged).
@@ -1084,6 +1143,45 @@ fn file_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_of_few_values_counts_each_value_in_a_bin_around_it() {
+        // A 1/2 flag, as diabetes' `sex`: deciles would give one bin [1, 2].
+        let values: Vec<f64> = [1.0; 161].iter().chain(&[2.0; 148]).copied().collect();
+        let f = feature_stats("sex", &values);
+        assert_eq!(f.levels, vec![1.0, 2.0]);
+        assert_eq!(f.histogram.bin_edges, vec![0.5, 1.5, 2.5]);
+        assert_eq!(f.histogram.counts, vec![161, 148]);
+        // Uneven gaps: edges halfway, outer ones half the nearest gap out.
+        let counts: Vec<f64> = [0.0, 0.0, 1.0, 3.0, 3.0, 3.0].repeat(5);
+        let f = feature_stats("visits", &counts);
+        assert_eq!(f.levels, vec![0.0, 1.0, 3.0]);
+        assert_eq!(f.histogram.bin_edges, vec![-0.5, 0.5, 2.0, 4.0]);
+        assert_eq!(f.histogram.counts, vec![10, 5, 15]);
+    }
+
+    #[test]
+    fn a_continuous_column_or_a_short_one_keeps_decile_bins() {
+        let many: Vec<f64> = (0..300).map(|i| f64::from(i) * 0.37).collect();
+        let f = feature_stats("x", &many);
+        assert!(f.levels.is_empty());
+        assert_eq!(f.histogram.counts.len(), 10);
+        // 12 rows, 12 values: seen once each is not a level.
+        let short: Vec<f64> = (0..12).map(f64::from).collect();
+        assert!(feature_stats("x", &short).levels.is_empty());
+        // 21 distinct values is past MAX_LEVELS however often each is seen.
+        let wide: Vec<f64> = (0..21).map(f64::from).collect::<Vec<_>>().repeat(10);
+        assert!(feature_stats("x", &wide).levels.is_empty());
+    }
+
+    #[test]
+    fn levels_too_close_for_an_edge_between_them_fall_back_to_deciles() {
+        let a = 1.0_f64;
+        let b = f64::from_bits(a.to_bits() + 1);
+        let values: Vec<f64> = [a, b].repeat(10);
+        let f = feature_stats("x", &values);
+        assert!(f.levels.is_empty());
+    }
 
     #[test]
     fn a_label_names_its_class_as_written_or_as_the_same_number() {

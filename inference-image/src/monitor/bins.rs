@@ -217,6 +217,33 @@ pub fn decile_bins(h: &Histogram) -> Bins {
     Bins::new(h.bin_edges.clone())
 }
 
+/// The slot a card's histogram counted `v` in, given its slot on `decile_bins`: the card's last
+/// bin is closed (numpy's convention), so a value on the last edge is in the top closed bin, not
+/// in the open slot above it. Without this, a feature's training maximum seen again reads as a
+/// value the training data never had.
+#[inline]
+pub fn closed_top(bins: &Bins, slot: usize, v: f64) -> usize {
+    let n = bins.edges.len();
+    if n >= 2 && slot == n && v == bins.edges[n - 1] {
+        slot - 1
+    } else {
+        slot
+    }
+}
+
+/// A feature's training rows on its fine slots: a feature of few values has each level's count in
+/// the level's own slot; any other has the card's histogram spread evenly within each bin.
+pub fn feature_baseline(fine: &Bins, f: &FeatureStats) -> Vec<f64> {
+    if f.levels.is_empty() {
+        return fine.spread(&f.histogram);
+    }
+    let mut out = vec![0.0; fine.len()];
+    for (&level, &count) in f.levels.iter().zip(&f.histogram.counts) {
+        out[fine.index(level)] += count as f64;
+    }
+    out
+}
+
 /// The card's decile counts laid on `decile_bins` slots (nothing in the open outer slots).
 pub fn decile_baseline(h: &Histogram) -> Vec<f64> {
     let mut v = Vec::with_capacity(h.counts.len() + 2);
@@ -420,6 +447,64 @@ mod tests {
         };
         let s = b.spread(&h);
         assert_eq!(s, vec![0.0, 5.0, 5.0, 15.0, 15.0, 0.0]);
+    }
+
+    #[test]
+    fn the_last_edge_counts_in_the_top_closed_bin_like_the_card() {
+        let deciles = Bins::new(vec![1.0, 2.0, 4.0]);
+        let slot = |v: f64| closed_top(&deciles, deciles.index(v), v);
+        assert_eq!(slot(4.0), 2);
+        assert_eq!(slot(4.0_f64.next_up()), 3);
+        assert_eq!(slot(2.0), 2);
+        assert_eq!(slot(1.0), 1);
+        assert_eq!(slot(0.5), 0);
+        // With the card's own numpy-style counts, the same values land in the same closed bins.
+        let values = [1.0, 1.5, 2.0, 3.0, 4.0, 4.0];
+        let card = crate::stats::histogram_counts(&values, &deciles.edges);
+        let mut here = vec![0u64; deciles.len()];
+        for v in values {
+            here[slot(v)] += 1;
+        }
+        assert_eq!(here[1..3], card[..]);
+        assert_eq!((here[0], here[3]), (0, 0));
+        // A single edge has no closed bin to fold into.
+        let one = Bins::new(vec![1.0]);
+        assert_eq!(closed_top(&one, one.index(1.0), 1.0), 1);
+    }
+
+    #[test]
+    fn a_feature_of_few_values_has_its_baseline_on_the_levels_slots() {
+        let f = FeatureStats {
+            name: "sex".into(),
+            mean: 1.48,
+            std: 0.5,
+            min: 1.0,
+            max: 2.0,
+            valid_min: 0.0,
+            valid_max: 102.0,
+            quantiles: Default::default(),
+            histogram: Histogram {
+                bin_edges: vec![0.5, 1.5, 2.5],
+                counts: vec![161, 148],
+            },
+            levels: vec![1.0, 2.0],
+        };
+        let fine = feature_bins(&f);
+        let b = feature_baseline(&fine, &f);
+        let mut want = vec![0.0; fine.len()];
+        want[fine.index(1.0)] = 161.0;
+        want[fine.index(2.0)] = 148.0;
+        assert_eq!(b, want);
+        // The same card without levels spreads each bin evenly over its width.
+        let spread = feature_baseline(
+            &fine,
+            &FeatureStats {
+                levels: vec![],
+                ..f
+            },
+        );
+        assert_eq!(spread.iter().filter(|&&c| c > 0.0).count(), FINE_BINS);
+        assert!((spread.iter().sum::<f64>() - 309.0).abs() < 1e-9);
     }
 
     #[test]

@@ -448,7 +448,8 @@ impl Monitor {
                             }
                             let slot = fine.index(v);
                             f.fine[slot] += 1;
-                            f.deciles[coarsening.index(deciles, slot, v)] += 1;
+                            let decile = coarsening.index(deciles, slot, v);
+                            f.deciles[bins::closed_top(deciles, decile, v)] += 1;
                             f.sum += v;
                             f.sum_sq += v * v;
                         }

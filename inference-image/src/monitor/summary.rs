@@ -63,7 +63,7 @@ pub fn feature_drift(monitor: &Monitor, j: usize, merged: &Bucket) -> DriftStats
     let f = &monitor.card.features[j];
     let fine_bins = &layout.feature_bins[j];
     let current: Vec<f64> = merged.features[j].fine.iter().map(|&c| c as f64).collect();
-    let baseline = fine_bins.spread(&f.histogram);
+    let baseline = bins::feature_baseline(fine_bins, f);
     let mut stats = drift::drift_stats(&fine_bins.points(), &baseline, &current, f.std);
     // PSI on the card's own decile bins: coarse bins keep it stable on small windows.
     let decile_current: Vec<f64> = merged.features[j]
@@ -287,7 +287,7 @@ pub fn summarize(
                 "verdict": v,
                 "distribution": distribution(
                     &layout.feature_bins[*j],
-                    &layout.feature_bins[*j].spread(&monitor.card.features[*j].histogram),
+                    &bins::feature_baseline(&layout.feature_bins[*j], &monitor.card.features[*j]),
                     &f.fine,
                 ),
             })
@@ -360,7 +360,7 @@ pub fn thresholds() -> Value {
         "drift": {
             "min_samples": drift::MIN_SAMPLES,
             "rule": "a feature drifts when (PSI >= 0.25 or Wasserstein/std >= 0.5) and KS p < 0.01; warns when (PSI >= 0.1 or Wasserstein/std >= 0.25) and KS p < 0.05; the input drifts when at least half of the features drift",
-            "psi_bins": "the model card's training deciles (PSI bands 0.1 / 0.25)",
+            "psi_bins": "the model card's training deciles, or one bin per value for a feature of few values (the card's levels) (PSI bands 0.1 / 0.25)",
             "ks_wasserstein_js_bins": format!("{} equal-width bins over the training range widened by half a span each side, plus open ends", bins::FINE_BINS),
         },
         "anomaly": {"rule": "reconstruction error > the model card's threshold"},
