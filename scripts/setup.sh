@@ -20,6 +20,7 @@ APT_PACKAGES=(
   pkg-config build-essential file libssl-dev libwebkit2gtk-4.1-dev libxdo-dev librsvg2-dev
   # ...and what runs it headless and drives it in the end-to-end tests.
   xvfb xauth webkit2gtk-driver imagemagick
+  dunst           # a desktop notification service on the virtual display: alerts' notifications are seen
 )
 
 missing=()

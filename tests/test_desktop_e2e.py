@@ -5,8 +5,10 @@ Two journeys, as a user would take them, each with a screenshot of every step ke
 test-artifacts/:
 
 - this computer (desktop/): store a credential, pick "this computer" in the wizard, deploy v1 to the
-  sandbox (this machine's Docker engine), verify it, watch the dashboard with the drift scenario until
-  drift is flagged, deploy v2 from the Deployments page, roll back to v1 with one confirmation, see a
+  sandbox (this machine's Docker engine) with an alert webhook URL from the Alerts page, verify it,
+  watch the dashboard with the drift scenario until drift is flagged, see the service's own input-drift
+  rule fire (one FIRING posted to the webhook receiver on the Docker bridge, a desktop notification
+  shown by dunst, the firing on the Alerts page linking to the charts), deploy v2 from the Deployments page, roll back to v1 with one confirmation, see a
   never-ready version refused, and check over HTTP that v1 is what serves;
 - an SSH host you already have (desktop-ssh/): a private sshd on loopback whose sessions use this
   machine's Docker engine, and Debian's docker-registry with htpasswd standing in for GHCR. Store the
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -40,6 +43,7 @@ from support import net, project
 from support.desktop import Console, Page, free_port_pair, need
 from support.docker import compose_down
 from support.standins import GitHubDouble, Registry, Sshd
+from support.webhook import Receiver, docker_bridge_address
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -48,6 +52,14 @@ def console(tmp_path, display, binaries, sandbox_images):
     c = Console(tmp_path, display, binaries)
     yield c
     c.close()
+
+
+@pytest.fixture()
+def receiver():
+    """Where the sandbox's service POSTs its alerts: on the Docker bridge, which its container reaches."""
+    r = Receiver(docker_bridge_address())
+    yield r
+    r.close()
 
 
 def verify_and_open_dashboard(page: Page, tag: str) -> None:
@@ -64,7 +76,7 @@ def verify_and_open_dashboard(page: Page, tag: str) -> None:
     page.visible("#view-dashboard", what="dashboard")
 
 
-def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console):
+def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console, receiver: Receiver):
     from selenium.webdriver.common.by import By
 
     d = console.driver
@@ -82,6 +94,19 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     page.wait_text("#cred-table", "GitHub token", what="the stored credential listed")
     assert token not in d.page_source
     shot("credentials")
+
+    # --- alerts: the sandbox's webhook URL goes to the keychain (the service gets it at deploy)
+    click("#tab-alerts")
+    page.fill("#webhook-url", "hooks.example.test/no-scheme")
+    click('#webhook-form button[type="submit"]')
+    page.wait_text("#webhook-form .form-error", "starts with https://", what="a bad URL refused")
+    page.fill("#webhook-url", receiver.url)
+    click('#webhook-form button[type="submit"]')
+    page.wait_text("#webhook-state", "in the keychain", what="the webhook stored")
+    assert receiver.url not in d.page_source
+    shot("alerts-webhook")
+    click("#tab-setup")
+    page.visible("#cred-table", what="back on the wizard's first step")
     click("#wiz-next")
 
     # --- 2 platform: the advisor points a newcomer at this computer
@@ -121,6 +146,29 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
         ".filter(r => r.innerText.includes('Drift')).map(r => r.dataset.feature)")
     assert len(drifted) >= 3, drifted
     shot("dashboard-drift")
+
+    # --- alerts: the service's own input-drift rule fires (evaluated every minute in the container),
+    # the webhook gets one FIRING, the desktop shows a notification, the page shows the firing
+    click("#tab-alerts")
+    page.wait_text('#alert-rules tr[data-rule="input-drift"]', "firing", 150, "the input-drift rule firing")
+    wait(lambda drv: any("FIRING critical: Input drift" in t for t in receiver.texts()), 60,
+         "the firing delivered to the webhook")
+    wait(lambda drv: int(drv.execute_script("return document.body.dataset.notified || 0")) >= 1, 60,
+         "a desktop notification for the firing")
+    shot("alert-firing")  # the notification service's popup is on the X screen
+    assert not d.execute_script("return document.body.dataset.notifyError || ''")
+    if shutil.which("dunst"):
+        assert any(n.startswith("Critical: Input drift") for n in console.notifications()), console.notifications()
+    firings = page.rows_text('#alert-firings tbody tr[data-firing="input-drift"]')
+    assert firings and "firing" in firings[0], firings
+    page.wait_text("#alerts-summary", "webhook: ", 30, "the webhook's delivery counts")
+    wait(lambda drv: re.search(r"webhook: [1-9]\d* delivered", text("#alerts-summary")), 30,
+         "a delivery counted on the page")
+    click('#alert-firings tr[data-firing="input-drift"] button')
+    page.visible("#view-dashboard", what="the dashboard at the firing")
+    wait(lambda drv: page.find('[data-range="900"]').get_attribute("aria-pressed") == "true", what="15 min range")
+    # Delivered once: every later evaluation of a rule already firing sends nothing.
+    assert sum("FIRING critical: Input drift" in t for t in receiver.texts()) == 1, receiver.texts()
     click('[data-range="86400"]')
     wait(lambda drv: page.find('[data-range="86400"]').get_attribute("aria-pressed") == "true", what="24 h range")
     wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "figure.chart img")) >= 14, 30, "24 h charts")
@@ -170,6 +218,7 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console)
     d.quit()
     for p in console.files():
         assert token.encode() not in p.read_bytes(), f"the token leaked into {p}"
+        assert receiver.path.encode() not in p.read_bytes(), f"the webhook URL leaked into {p}"
     print(f"first paint {first_paint:.2f} s; screenshots: {', '.join(page.shots)}; not captured: {page.missed or 'none'}")
 
 

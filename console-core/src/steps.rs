@@ -3,6 +3,7 @@
 //! lock → login → pull → switch (.env, down, up -d) → health gate → prune → unlock.
 
 use crate::command::{Command, Stdin};
+use crate::secret::Secret;
 use crate::target::{RegistryAuth, Target};
 
 /// The compose file the hosts run, shipped inside the console.
@@ -132,23 +133,31 @@ fn candidate(t: &Target, tag: &str, port: u16, args: &[&str]) -> Command {
 }
 
 pub fn candidate_up(t: &Target, tag: &str, port: u16) -> Command {
-    with_api_token(t, candidate(t, tag, port, &["up", "-d"]))
+    with_service_secrets(t, candidate(t, tag, port, &["up", "-d"]))
 }
 
-/// Runs `c` with INFERENCE_API_TOKEN in its environment, read from stdin by a `sh` wrapper, so the
-/// token is in neither a file nor any process's arguments (compose substitutes it into the
-/// container's environment).
-fn with_api_token(t: &Target, c: Command) -> Command {
+/// Runs `c` with the service's secrets in its environment, read from stdin by a `sh` wrapper: the
+/// monitoring token on the first line (INFERENCE_API_TOKEN) and, when the target has one, the alert
+/// webhook URL on the second (INFERENCE_ALERT_WEBHOOK_URL). Neither is in a file nor in any
+/// process's arguments (compose substitutes them into the container's environment).
+fn with_service_secrets(t: &Target, c: Command) -> Command {
     let Some(token) = &t.api_token else {
         return c;
     };
-    let mut w = sh(
-        r#"IFS= read -r INFERENCE_API_TOKEN || [ -n "$INFERENCE_API_TOKEN" ] || exit 64; export INFERENCE_API_TOKEN; exec "$@""#,
-        &[],
-    )
-    .arg(c.program)
-    .args(c.args)
-    .stdin(Stdin::Secret(token.clone()));
+    let (script, input) = match &t.alert_webhook {
+        None => (
+            r#"IFS= read -r INFERENCE_API_TOKEN || [ -n "$INFERENCE_API_TOKEN" ] || exit 64; export INFERENCE_API_TOKEN; exec "$@""#,
+            token.clone(),
+        ),
+        Some(url) => (
+            r#"IFS= read -r INFERENCE_API_TOKEN || exit 64; IFS= read -r INFERENCE_ALERT_WEBHOOK_URL || [ -n "$INFERENCE_ALERT_WEBHOOK_URL" ] || exit 64; export INFERENCE_API_TOKEN INFERENCE_ALERT_WEBHOOK_URL; exec "$@""#,
+            Secret::new(format!("{}\n{}", token.expose(), url.expose())),
+        ),
+    };
+    let mut w = sh(script, &[])
+        .arg(c.program)
+        .args(c.args)
+        .stdin(Stdin::Secret(input));
     w.cwd = c.cwd;
     w.env = c.env;
     w
@@ -164,7 +173,7 @@ pub fn down(t: &Target) -> Command {
 }
 
 pub fn up(t: &Target) -> Command {
-    with_api_token(t, compose(t, &["up", "-d"]))
+    with_service_secrets(t, compose(t, &["up", "-d"]))
 }
 
 pub fn image_ref(t: &Target, tag: &str) -> String {
@@ -213,6 +222,26 @@ mod tests {
         t
     }
 
+    /// What `probe` prints when run here with `input` on its stdin (it must succeed).
+    fn printed(probe: &Command, input: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new(&probe.program)
+            .args(&probe.args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     #[test]
     fn the_api_token_travels_on_stdin_only() {
         let mut t = target();
@@ -230,27 +259,46 @@ mod tests {
             assert!(!c.to_shell().contains(token.expose()));
         }
         // The wrapper really exports what it read, with or without a final newline.
-        let probe = with_api_token(
+        let probe = with_service_secrets(
             &t,
             Command::new("sh").args(["-c", r#"printf '%s' "$INFERENCE_API_TOKEN""#]),
         );
         for input in [token.expose().to_string(), format!("{}\n", token.expose())] {
-            use std::io::Write;
-            let mut child = std::process::Command::new(&probe.program)
-                .args(&probe.args)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success());
-            assert_eq!(String::from_utf8_lossy(&out.stdout), token.expose());
+            assert_eq!(printed(&probe, &input), token.expose());
+        }
+    }
+
+    #[test]
+    fn the_alert_webhook_travels_on_stdin_after_the_token() {
+        let mut t = target();
+        let token = Secret::random_hex(16).unwrap();
+        let url = Secret::new("https://hooks.example.test/services/T000/B000/secret-part");
+        t.api_token = Some(token.clone());
+        t.alert_webhook = Some(url.clone());
+        for c in [up(&t), candidate_up(&t, "v2", 8081)] {
+            assert!(
+                !c.argv().iter().any(|a| a.contains("secret-part")),
+                "{:?}",
+                c.argv()
+            );
+            assert!(!c.to_shell().contains("secret-part"));
+            assert!(c.argv().ends_with(&["up", "-d"]));
+        }
+        let probe = with_service_secrets(
+            &t,
+            Command::new("sh").args([
+                "-c",
+                r#"printf '%s|%s' "$INFERENCE_API_TOKEN" "$INFERENCE_ALERT_WEBHOOK_URL""#,
+            ]),
+        );
+        let Stdin::Secret(input) = &probe.stdin else {
+            panic!("no secret on stdin")
+        };
+        for input in [input.expose().to_string(), format!("{}\n", input.expose())] {
+            assert_eq!(
+                printed(&probe, &input),
+                format!("{}|{}", token.expose(), url.expose())
+            );
         }
     }
 

@@ -56,6 +56,10 @@ pub struct Target {
     /// It reaches `docker-compose up` on stdin, never a file or a command line; None starts the
     /// service without one (its monitoring then answers 403 when it listens beyond loopback).
     pub api_token: Option<Secret>,
+    /// Where the service POSTs its alert events (INFERENCE_ALERT_WEBHOOK_URL): it reaches
+    /// `docker-compose up` on stdin after the token, like it; None leaves the service's alerts on
+    /// its own monitoring API only.
+    pub alert_webhook: Option<Secret>,
 }
 
 impl Target {
@@ -81,6 +85,7 @@ impl Target {
             candidate_port: port.checked_add(1),
             step_timeout: Duration::from_secs(600),
             api_token: None,
+            alert_webhook: None,
         }
     }
 
@@ -94,6 +99,9 @@ impl Target {
         }
         if let Some(t) = &self.api_token {
             v.push(t);
+        }
+        if let Some(w) = &self.alert_webhook {
+            v.push(w);
         }
         v
     }

@@ -26,6 +26,9 @@ pub enum SecretName {
     /// The bearer token a deploy target's service requires for monitoring (INFERENCE_API_TOKEN);
     /// the console makes it and hands it to the service at `docker-compose up`.
     ApiToken(String),
+    /// Where a deploy target's service POSTs its alert events (INFERENCE_ALERT_WEBHOOK_URL): a
+    /// Slack-style incoming webhook, whose URL is itself the credential.
+    AlertWebhook(String),
 }
 
 impl SecretName {
@@ -38,6 +41,7 @@ impl SecretName {
             SecretName::GhcrToken => "ghcr-token".into(),
             SecretName::SshKey(host) => format!("ssh-key/{host}"),
             SecretName::ApiToken(target) => format!("api-token/{target}"),
+            SecretName::AlertWebhook(target) => format!("alert-webhook/{target}"),
         }
     }
 
@@ -50,6 +54,9 @@ impl SecretName {
             other => match other.split_once('/') {
                 Some(("ssh-key", h)) if !h.is_empty() => SecretName::SshKey(h.to_string()),
                 Some(("api-token", t)) if !t.is_empty() => SecretName::ApiToken(t.to_string()),
+                Some(("alert-webhook", t)) if !t.is_empty() => {
+                    SecretName::AlertWebhook(t.to_string())
+                }
                 _ => return None,
             },
         })
@@ -71,6 +78,10 @@ impl SecretName {
             SecretName::ApiToken(_) if v.trim().len() < 16 => {
                 bad("a monitoring token has at least 16 characters")
             }
+            SecretName::AlertWebhook(_) => match webhook_problem(v) {
+                Some(why) => bad(why),
+                None => Ok(()),
+            },
             SecretName::SshKey(_)
                 if !v.contains("-----BEGIN") || !v.contains("PRIVATE KEY-----") =>
             {
@@ -85,6 +96,33 @@ impl SecretName {
             _ => Ok(()),
         }
     }
+}
+
+/// Why a webhook URL would be refused by the service (which checks it again at start-up), or None.
+/// The sentence never repeats the URL.
+pub fn webhook_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Some("a webhook URL starts with https:// (or http://)");
+    };
+    if url.len() > 2048 {
+        return Some("a webhook URL is at most 2048 characters");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("a webhook URL has no spaces or line breaks");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        return Some("the webhook URL has no host");
+    }
+    if authority.contains('@') {
+        return Some(
+            "credentials in the webhook URL are not supported; put the secret in the path",
+        );
+    }
+    None
 }
 
 /// A pasted PEM private key put back into its lines: surrounding whitespace goes, and a body whose
@@ -141,6 +179,7 @@ impl fmt::Display for SecretName {
             SecretName::GhcrToken => f.write_str("GHCR token"),
             SecretName::SshKey(h) => write!(f, "SSH key for {h}"),
             SecretName::ApiToken(t) => write!(f, "monitoring token of {t}"),
+            SecretName::AlertWebhook(t) => write!(f, "alert webhook of {t}"),
         }
     }
 }
@@ -312,6 +351,41 @@ impl Default for Vault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_url_is_checked_like_the_service_checks_it() {
+        for ok in [
+            "https://hooks.slack.com/services/T0/B0/abc",
+            "http://127.0.0.1:9000/hook",
+            "https://example.test",
+        ] {
+            assert_eq!(webhook_problem(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("hooks.slack.com/services/x", "starts with https://"),
+            ("ftp://example.test/x", "starts with https://"),
+            ("https:///path", "no host"),
+            ("https://user:pw@example.test/x", "credentials"),
+            ("https://example.test/a b", "no spaces"),
+        ] {
+            let got = webhook_problem(bad).unwrap_or("");
+            assert!(got.contains(why), "{bad}: {got}");
+            assert!(
+                !got.contains("example.test"),
+                "the sentence repeats the URL: {got}"
+            );
+        }
+        let name = SecretName::AlertWebhook("sandbox".into());
+        assert_eq!(name.account(), "alert-webhook/sandbox");
+        assert_eq!(
+            SecretName::parse("alert-webhook/sandbox"),
+            Some(name.clone())
+        );
+        assert!(name.validate(&Secret::new("nope")).is_err());
+        assert!(name
+            .validate(&Secret::new("https://example.test/h"))
+            .is_ok());
+    }
 
     #[test]
     fn account_names_round_trip() {

@@ -25,4 +25,6 @@ pub const ALL: &[&str] = &[
     "traffic_status",
     "own_model_inspect",
     "own_model_build",
+    "alerts",
+    "alert_webhook_save",
 ];

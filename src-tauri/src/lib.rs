@@ -61,12 +61,15 @@ pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
         traffic::traffic_status,
         own_model::own_model_inspect,
         own_model::own_model_build,
+        alerts::alerts,
+        alerts::alert_webhook_save,
     ])
 }
 
 pub fn run() {
     app_builder(tauri::Builder::default())
         .plugin(tauri_plugin_dialog::init())
+        .plugin(tauri_plugin_notification::init())
         .setup(|app| Ok(init(app)?))
         .run(tauri::generate_context!())
         .expect("the console failed to start");

@@ -190,6 +190,7 @@ impl AppState {
                             t.project = p;
                         }
                         t.api_token = Some(self.api_token(&t.name)?.0);
+                        t.alert_webhook = self.alert_webhook(&t.name);
                         Ok(t)
                     }
                     _ => Err(AppError::new(
@@ -223,6 +224,7 @@ impl AppState {
                     });
                 }
                 t.api_token = Some(self.api_token(&t.name)?.0);
+                t.alert_webhook = self.alert_webhook(&t.name);
                 Ok(t)
             }
             other => Err(AppError::invalid(format!(
@@ -292,6 +294,15 @@ impl AppState {
     }
 
     /// The history's name for a target ("sandbox", or the remote host).
+    /// The alert webhook URL of a target (its history name) from the keychain; None when none is
+    /// stored or there is no keychain (the service then keeps its alerts on its own API).
+    pub fn alert_webhook(&self, name: &str) -> Option<Secret> {
+        self.vault
+            .get(&SecretName::AlertWebhook(name.to_string()))
+            .ok()
+            .flatten()
+    }
+
     pub fn history_name(&self, name: &str) -> AppResult<String> {
         match name {
             "sandbox" => Ok("sandbox".into()),

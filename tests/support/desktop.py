@@ -3,6 +3,7 @@ with an unlocked throw-away gnome-keyring, and a small page helper over Selenium
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -48,13 +49,15 @@ def release_binaries(root: Path) -> dict[str, Path]:
 
 
 def free_port_pair() -> int:
-    """A port p with p+1 free too (a new version is tried on p+1 before the switch)."""
-    for _ in range(50):
-        p = free_port()
-        if p >= 65535:
-            continue
+    """A port p with p+1 free too (a new version is tried on p+1 before the switch), below the kernel's
+    ephemeral range: a port the OS hands out to outgoing connections (32768 and up) can be taken by
+    one of the journey's own connections before Docker binds it (a CI run lost its candidate port so)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        p = rng.randrange(20000, 32000)
         try:
-            with socket.socket() as s2:
+            with socket.socket() as s1, socket.socket() as s2:
+                s1.bind(("127.0.0.1", p))
                 s2.bind(("127.0.0.1", p + 1))
             return p
         except OSError:
@@ -136,6 +139,10 @@ class Console:
             "i=0; until dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus "
             "org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q 'boolean true'; "
             "do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done; "
+            # The desktop's notification service (dunst), where installed, on this session and display;
+            # the session's bus address is kept so the tests can ask it what it showed.
+            f"printf '%s' \"$DBUS_SESSION_BUS_ADDRESS\" > {tmp}/session-bus; "
+            f"if command -v dunst >/dev/null; then dunst > {tmp}/dunst.log 2>&1 & fi; "
             f"exec tauri-driver --port {self.driver_port} --native-port {native}"
         )
         env["KEYRING_PASSWORD"] = secrets.token_hex(8)
@@ -159,6 +166,19 @@ class Console:
         config = ClientConfig(remote_server_addr=url, timeout=COMMAND_TIMEOUT_S,
                               init_args_for_pool_manager={"init_args_for_pool_manager": {"retries": False}})
         self.driver = webdriver.Remote(command_executor=url, options=opts, client_config=config)
+
+    def notifications(self) -> list[str]:
+        """Summaries of the desktop notifications the session's notification service showed (they are
+        closed first, which moves them into its history). Empty without dunst."""
+        import json as _json
+
+        if not shutil.which("dunstctl"):
+            return []
+        env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=(self.tmp / "session-bus").read_text())
+        subprocess.run(["dunstctl", "close-all"], env=env, capture_output=True, timeout=10)
+        out = subprocess.run(["dunstctl", "history"], env=env, capture_output=True, text=True, timeout=10)
+        data = _json.loads(out.stdout or '{"data": [[]]}')["data"][0]
+        return [n["summary"]["data"] for n in data]
 
     def close(self) -> None:
         try:
@@ -248,7 +268,20 @@ class Page:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as EC
 
-        self.wait(EC.element_to_be_clickable((By.CSS_SELECTOR, sel)), what=f"{sel} clickable").click()
+        from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
+
+        # Centred first (a sticky header can cover an element scrolled just into view), and tried again
+        # when a refresh replaced or covered it in between.
+        for attempt in range(3):
+            el = self.wait(EC.element_to_be_clickable((By.CSS_SELECTOR, sel)), what=f"{sel} clickable")
+            try:
+                self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+                el.click()
+                return
+            except (ElementClickInterceptedException, StaleElementReferenceException):
+                if attempt == 2:
+                    raise
+                time.sleep(0.3)
 
     def visible(self, sel: str, timeout: float = 30.0, what: str = ""):
         from selenium.webdriver.common.by import By

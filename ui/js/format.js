@@ -190,3 +190,10 @@ export function rollbackCandidates(deployments, serving) {
     return true;
   });
 }
+
+/** The dashboard's shortest time range (15 min, 1 h, 24 h) that still shows a moment `t` (unix
+ * seconds) at `now`, or null when it is older than the charts keep. */
+export function dashboardRangeFor(t, now) {
+  const back = now - t;
+  return [900, 3600, 86400].find((r) => back <= r * 0.9) ?? null;
+}

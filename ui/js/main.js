@@ -3,6 +3,7 @@
 
 import { call } from "./api.js";
 import { $, $$, toast } from "./dom.js";
+import { Alerts } from "./alerts.js";
 import { Dashboard } from "./dashboard.js";
 import { Deployments } from "./deployments.js";
 import { Wizard } from "./wizard.js";
@@ -18,6 +19,7 @@ class App {
     this.deployments = new Deployments(this);
     this.dashboard = new Dashboard(this);
     this.wizard = new Wizard(this);
+    this.alerts = new Alerts(this);
     for (const b of $$(".tabs [role=tab]")) {
       b.addEventListener("click", () => this.showView(b.dataset.view));
       b.addEventListener("keydown", (ev) => this.tabKeys(ev));
@@ -51,9 +53,11 @@ class App {
     }
     for (const v of $$(".view")) v.hidden = v.id !== `view-${name}`;
     if (name !== "dashboard") this.dashboard.hide();
+    if (name !== "alerts") this.alerts.hide();
     if (name === "setup") await this.wizard.show();
     if (name === "dashboard") await this.dashboard.show();
     if (name === "deployments") await this.deployments.show();
+    if (name === "alerts") await this.alerts.show();
   }
 
   /** Saves a part of the settings (the app checks and keeps them). */
@@ -79,6 +83,7 @@ class App {
     await this.refreshServing();
     if (this.view === "dashboard") await this.dashboard.show();
     if (this.view === "deployments") await this.deployments.show();
+    if (this.view === "alerts") await this.alerts.show();
   }
 
   async refreshServing() {

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   advise, ago, checkRemote, fixed, ownModelRequest, percent, progressInit, progressReduce, pValue, rollbackCandidates,
-  stepNote, verdictLabel, PLATFORMS,
+  stepNote, verdictLabel, PLATFORMS, dashboardRangeFor,
 } from "../js/format.js";
 import { normalizeError } from "../js/api.js";
 
@@ -121,4 +121,13 @@ test("the own-model form names what is missing and derives the name", () => {
   assert.equal(r.value.holdout, null);
   assert.equal(r.value.missing, "per-row");
   assert.equal(r.value.label_column, "label");
+});
+
+test("a firing links to the shortest dashboard range that still shows it", () => {
+  const now = 1_765_000_000;
+  assert.equal(dashboardRangeFor(now - 60, now), 900);
+  assert.equal(dashboardRangeFor(now - 900, now), 3600);
+  assert.equal(dashboardRangeFor(now - 3000, now), 3600);
+  assert.equal(dashboardRangeFor(now - 20 * 3600, now), 86400);
+  assert.equal(dashboardRangeFor(now - 23 * 3600, now), null);
 });

@@ -21,7 +21,7 @@ pub struct Stored {
 fn parse(name: &str) -> AppResult<SecretName> {
     SecretName::parse(name).ok_or_else(|| {
         AppError::invalid(format!(
-            "`{name}` is not a credential the console keeps (aws-access-key-id, aws-secret-access-key, github-token, ghcr-token, ssh-key/<host>, api-token/<target>)"
+            "`{name}` is not a credential the console keeps (aws-access-key-id, aws-secret-access-key, github-token, ghcr-token, ssh-key/<host>, api-token/<target>, alert-webhook/<target>)"
         ))
     })
 }

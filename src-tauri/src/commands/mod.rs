@@ -1,5 +1,6 @@
 //! The commands the page calls, one module per domain. Each is a few lines over `console-core`.
 
+pub mod alerts;
 pub mod app;
 pub mod cloud;
 pub mod credentials;

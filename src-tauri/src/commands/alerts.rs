@@ -1,0 +1,101 @@
+//! The Alerts page: the serving version's rules, their state and 7 days of firings; desktop
+//! notifications for new firings while the app is open; the alert webhook URL in the keychain.
+
+use console_core::alert_view::{self, AlertsView, Notice};
+use console_core::vault::{webhook_problem, SecretName};
+use console_core::Secret;
+use serde::Serialize;
+use tauri::{AppHandle, Manager, Runtime, State};
+use tauri_plugin_notification::NotificationExt;
+
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+#[derive(Serialize)]
+pub struct AlertsPage {
+    #[serde(flatten)]
+    pub view: AlertsView,
+    /// Firings newer than `notify_after`, oldest first (each shown as a desktop notification).
+    pub notices: Vec<Notice>,
+    /// Why the desktop could not show them (no notification service), if it could not.
+    pub notify_error: Option<String>,
+    /// Whether a webhook URL is in the keychain for this target (the value never leaves it).
+    pub webhook_stored: bool,
+}
+
+/// The target's alerts now. With `notify_after` (unix seconds), every firing after it is also shown
+/// as a native desktop notification.
+#[tauri::command]
+pub async fn alerts<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    target: String,
+    utc_offset_s: i64,
+    notify_after: Option<i64>,
+) -> AppResult<AlertsPage> {
+    if utc_offset_s.abs() > 14 * 3600 {
+        return Err(AppError::invalid(format!(
+            "UTC offset {utc_offset_s} s is out of range"
+        )));
+    }
+    let client = state.service(&target).await?;
+    let answer = alert_view::fetch(&client)
+        .await
+        .map_err(|e| AppError::new("monitoring", e))?;
+    let now = console_core::history::now_ms() / 1000;
+    let view =
+        alert_view::view(&answer, now, utc_offset_s).map_err(|e| AppError::new("monitoring", e))?;
+    let notices = notify_after
+        .map(|after| alert_view::new_firings(&answer, after))
+        .unwrap_or_default();
+    let mut notify_error = None;
+    if !notices.is_empty() {
+        match app.try_state::<tauri_plugin_notification::Notification<R>>() {
+            None => {
+                notify_error = Some("desktop notifications are not set up in this build".into())
+            }
+            Some(_) => {
+                for n in &notices {
+                    if let Err(e) = app
+                        .notification()
+                        .builder()
+                        .title(&n.title)
+                        .body(&n.body)
+                        .show()
+                    {
+                        notify_error =
+                            Some(format!("the desktop did not show the notification: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    let webhook_stored = state.alert_webhook(&state.history_name(&target)?).is_some();
+    Ok(AlertsPage {
+        view,
+        notices,
+        notify_error,
+        webhook_stored,
+    })
+}
+
+/// Stores the target's alert webhook URL in the keychain (None or empty removes it). The service
+/// receives it at its next deploy, on stdin with the monitoring token.
+#[tauri::command]
+pub fn alert_webhook_save(
+    state: State<'_, AppState>,
+    target: String,
+    url: Option<String>,
+) -> AppResult<bool> {
+    let name = SecretName::AlertWebhook(state.history_name(&target)?);
+    let url = Secret::new(url.unwrap_or_default().trim().to_string());
+    if url.is_empty() {
+        state.vault.delete(&name)?;
+        return Ok(false);
+    }
+    if let Some(why) = webhook_problem(url.expose()) {
+        return Err(AppError::invalid(why));
+    }
+    state.vault.put(&name, &url)?;
+    Ok(true)
+}
