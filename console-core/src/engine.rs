@@ -17,6 +17,7 @@ use crate::secret::{redact, Secret};
 use crate::ssh::SshExecutor;
 use crate::steps;
 use crate::target::{validate_tag, Host, Target};
+use crate::watch;
 use crate::workflow::WorkflowRunner;
 
 /// Step output kept in the history: the last this many bytes.
@@ -706,8 +707,62 @@ impl Run<'_> {
             return Outcome::Untouched(s);
         }
         match self.switch_to(exec, tag).await {
-            Ok(secs) => Outcome::Ready(secs),
+            Ok(secs) => match self.watch_after_switch(exec, tag).await {
+                Ok(()) => Outcome::Ready(secs),
+                Err(s) => Outcome::Broken(s),
+            },
             Err(s) => Outcome::Broken(s),
+        }
+    }
+
+    /// With `target.watch`, the new version's critical alert rules are checked against what it
+    /// served since the switch, as a recorded step; a breach is a failure after the switch, which
+    /// `end_with` answers with an automatic rollback naming the rule.
+    async fn watch_after_switch(&self, exec: &dyn Executor, tag: &str) -> Result<(), Stop> {
+        let Some(duration) = self.target.watch else {
+            return Ok(());
+        };
+        let step = self.open_step(
+            "alert watch",
+            &format!(
+                "the critical alert rules of {tag} on 127.0.0.1:{} over what it served from the next whole minute, every {} s for {} s",
+                self.target.port,
+                watch::EVERY.as_secs(),
+                duration.as_secs()
+            ),
+        )?;
+        let v = watch::watch(
+            exec,
+            self.target.port,
+            self.target.api_token.as_ref(),
+            duration,
+            watch::EVERY,
+        )
+        .await;
+        let (ok, msg) = match &v {
+            watch::Verdict::Passed { polls, judged_secs } => (
+                true,
+                format!("no critical rule held over {judged_secs} s ({polls} polls)"),
+            ),
+            watch::Verdict::Breached {
+                rule,
+                title,
+                detail,
+            } => (
+                false,
+                format!("critical alert `{rule}` ({title}) fired: {detail}"),
+            ),
+            watch::Verdict::Unreachable(e) => {
+                (false, format!("the service stopped answering: {e}"))
+            }
+        };
+        self.close_step(step, ok, None, &msg)?;
+        if ok {
+            Ok(())
+        } else {
+            Err(Stop::Failed(format!(
+                "{tag} was switched to, then {msg} during the watch after the switch"
+            )))
         }
     }
 

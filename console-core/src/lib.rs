@@ -28,6 +28,7 @@ pub mod steps;
 pub mod target;
 pub mod task_view;
 pub mod vault;
+pub mod watch;
 pub mod workflow;
 pub mod workflow_file;
 

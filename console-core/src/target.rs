@@ -60,6 +60,9 @@ pub struct Target {
     /// `docker-compose up` on stdin after the token, like it; None leaves the service's alerts on
     /// its own monitoring API only.
     pub alert_webhook: Option<Secret>,
+    /// How long to watch a new version's critical alert rules after a deploy's switch
+    /// ([`crate::watch`]); a breach rolls the deploy back. None: no watch.
+    pub watch: Option<Duration>,
 }
 
 impl Target {
@@ -86,6 +89,7 @@ impl Target {
             step_timeout: Duration::from_secs(600),
             api_token: None,
             alert_webhook: None,
+            watch: None,
         }
     }
 

@@ -248,6 +248,91 @@ async fn without_a_candidate_port_a_bad_version_is_rolled_back_automatically() {
     assert_ok(&b.engine.deploy(&b.target, &b.images.v2).await.unwrap());
 }
 
+/// Sends a predict request the service refuses (422) every 50 ms until stopped: a client sending
+/// garbage after a release, which the service counts in its error rate.
+fn refused_requests(
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let body = br#"{"rows": "not rows"}"#;
+                let head = format!("POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                if s.write_all(head.as_bytes())
+                    .and_then(|_| s.write_all(body))
+                    .is_ok()
+                {
+                    let _ = s.read_to_end(&mut Vec::new());
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sent
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_after_the_switch_rolls_back_a_version_whose_critical_rule_fires() {
+    if !docker_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut b = Bed::new(false);
+    b.target.api_token = Some(Secret::random_hex(16).unwrap());
+    assert_ok(&b.engine.deploy(&b.target, &b.images.v1).await.unwrap());
+
+    // v2 goes live while a client sends garbage: its error rate passes the critical 5 % rule.
+    b.target.watch = Some(Duration::from_secs(20));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = refused_requests(b.target.port, stop.clone());
+    let t0 = Instant::now();
+    let bad = b.engine.deploy(&b.target, &b.images.v2).await.unwrap();
+    let took = t0.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = sender.join().unwrap();
+    assert_eq!(bad.status, "failed", "{bad:#?}");
+    let err = bad.error.clone().unwrap();
+    assert!(
+        err.contains(
+            "critical alert `error-rate` (Error rate above 5 %) fired: system.error_rate is"
+        ) && err.contains("returning to v1"),
+        "{err}"
+    );
+    let steps = b.history().steps(bad.id).unwrap();
+    let w = steps.iter().find(|s| s.name == "alert watch").unwrap();
+    assert_eq!(w.status, "failed", "{w:#?}");
+    assert!(w.output.contains("error-rate"), "{w:#?}");
+    let auto = &b.history().deployments(&b.target.name, 10).unwrap()[0];
+    assert_eq!(
+        (auto.trigger, auto.tag.as_str(), auto.rollback_of),
+        (Trigger::AutoRollback, "v1", Some(bad.id))
+    );
+    assert_ok(auto);
+    assert_eq!(b.answering().as_deref(), Some("v1"));
+    // Caught at the first judged poll: judging starts at the next whole minute after the switch.
+    assert!(took < 85.0, "{took:.1} s");
+    eprintln!(
+        "watch: v2 rolled back {took:.1} s after the deploy began ({sent} refused requests sent)"
+    );
+
+    // Quiet traffic: the same watch passes, and v2 stays.
+    b.target.watch = Some(Duration::from_secs(5));
+    let good = b.engine.deploy(&b.target, &b.images.v2).await.unwrap();
+    assert_ok(&good);
+    let steps = b.history().steps(good.id).unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.name == "alert watch" && s.status == "ok"),
+        "{steps:#?}"
+    );
+    assert_eq!(b.answering().as_deref(), Some("v2"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_login_and_missing_tag_leave_the_running_version_alone() {
     if !docker_or_skip() {

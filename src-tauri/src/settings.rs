@@ -22,6 +22,9 @@ pub struct Settings {
     pub remote: Option<RemoteHost>,
     pub github: GithubSettings,
     pub dashboard: DashboardSettings,
+    /// Minutes to watch a new version's critical alert rules after a deploy's switch (0: no
+    /// watch); a rule that fires meanwhile rolls the deploy back.
+    pub watch_minutes: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,6 +145,12 @@ impl Default for DashboardSettings {
 impl Settings {
     /// Checks every field a user typed; the error names the field and the fix.
     pub fn validate(&self) -> AppResult<()> {
+        if self.watch_minutes > 60 {
+            return Err(AppError::invalid(format!(
+                "a watch of {} minutes after the switch is too long (0 to 60)",
+                self.watch_minutes
+            )));
+        }
         if self.wizard_step > 6 {
             return Err(AppError::invalid(format!(
                 "wizard step {} does not exist (0 to 6)",

@@ -191,6 +191,7 @@ impl AppState {
                         }
                         t.api_token = Some(self.api_token(&t.name)?.0);
                         t.alert_webhook = self.alert_webhook(&t.name);
+                        t.watch = self.watch();
                         Ok(t)
                     }
                     _ => Err(AppError::new(
@@ -225,6 +226,7 @@ impl AppState {
                 }
                 t.api_token = Some(self.api_token(&t.name)?.0);
                 t.alert_webhook = self.alert_webhook(&t.name);
+                t.watch = self.watch();
                 Ok(t)
             }
             other => Err(AppError::invalid(format!(
@@ -294,6 +296,12 @@ impl AppState {
     }
 
     /// The history's name for a target ("sandbox", or the remote host).
+    /// The post-switch watch the settings ask for.
+    fn watch(&self) -> Option<std::time::Duration> {
+        let m = self.settings().watch_minutes;
+        (m > 0).then(|| std::time::Duration::from_secs(60 * u64::from(m)))
+    }
+
     /// The alert webhook URL of a target (its history name) from the keychain; None when none is
     /// stored or there is no keychain (the service then keeps its alerts on its own API).
     pub fn alert_webhook(&self, name: &str) -> Option<Secret> {

@@ -18,6 +18,14 @@ export class Deployments {
     for (const b of document.querySelectorAll('[data-action="cancel-deploy"]')) {
       b.addEventListener("click", () => this.cancel());
     }
+    $("#watch-minutes").addEventListener("change", async (ev) => {
+      const m = Number(ev.target.value);
+      try {
+        await this.app.patchSettings({ watch_minutes: Number.isInteger(m) ? m : -1 });
+      } catch {
+        ev.target.value = this.app.settings.watch_minutes;
+      }
+    });
   }
 
   async loadImages(select) {
@@ -41,6 +49,7 @@ export class Deployments {
   async show() {
     const g = this.app.settings.github;
     $("#via-github-wrap").hidden = !(this.app.target === "remote" && g.configured);
+    $("#watch-minutes").value = this.app.settings.watch_minutes ?? 0;
     await Promise.all([this.loadImages($("#deploy-tag")), this.loadHistory()]);
   }
 
