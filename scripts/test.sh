@@ -16,6 +16,8 @@ STAGES=()
 SUITE_START=$SECONDS
 report() {
   local rc=$?
+  # A stage that failed ends the run: the deploy tests in the background end with it.
+  [ -z "${deploy_pid:-}" ] || kill "$deploy_pid" 2>/dev/null || true
   printf '\n=== stage times\n'
   printf '%s\n' "${STAGES[@]}"
   printf '%6d s  total (exit %d)\n' $((SECONDS - SUITE_START)) "$rc"
@@ -74,9 +76,30 @@ stage "local base image (built in the background)" base_image
 
 # The deploy tests need the Docker engine; here its absence is a failure, not a skip.
 export MLOPS_REQUIRE_DOCKER=1
-stage "cargo test (release)" cargo test "${CARGO_TEST_FLAGS[@]}"
+
+# The deploy engine's Docker tests (console-core/tests/deploy.rs: about 6 minutes, one at a time
+# among themselves, mostly waiting on Docker, SSH and minute boundaries) run in the background beside
+# the rest of cargo test and pytest: their compose projects, registry, image repository and labels
+# are their own. Their binary is the one just built; its output is shown when it is waited for, at
+# the end, and its failure fails the suite.
+deploy_bin=$(cargo test "${CARGO_TEST_FLAGS[@]}" --test deploy --no-run --message-format=json |
+  python3 -c 'import json, sys; print(*[m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")])')
+deploy_log=$(mktemp)
+deploy_t0=$SECONDS
+(cd console-core && exec "$deploy_bin") >"$deploy_log" 2>&1 &
+deploy_pid=$!
+deploy_tests() {
+  local rc=0
+  wait "$deploy_pid" || rc=$?
+  cat "$deploy_log"
+  echo "(ran in the background for $((SECONDS - deploy_t0)) s)"
+  return "$rc"
+}
+
+MLOPS_DEPLOY_TESTS_RUN_APART=1 stage "cargo test (release; the deploy tests apart)" cargo test "${CARGO_TEST_FLAGS[@]}"
 
 export INFERENCE_BIN="$CARGO_TARGET_DIR/release/inference"
 export MLOPS_REPLAY_BIN="$CARGO_TARGET_DIR/release/replay"
 export MLOPS_CONSOLE_BIN="$CARGO_TARGET_DIR/release/mlops-console"
 stage "system tests (pytest)" python -m pytest tests -q -rs --durations=15
+stage "deploy tests (console-core/tests/deploy.rs, in the background since cargo test)" deploy_tests
