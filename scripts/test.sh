@@ -64,10 +64,11 @@ export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CA
 export RUSTC_WORKSPACE_WRAPPER
 RUSTC_WORKSPACE_WRAPPER=$(command -v clippy-driver || rustup which clippy-driver)
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-# aws-sdk-ec2 is one generated crate that took 9.5 of a cold build's 17 minutes at optimisation
+# aws-sdk-ec2 (and aws-sdk-iam, made the same way) is one generated crate that took 9.5 of a cold build's 17 minutes at optimisation
 # level 1, most of them alone at the end; its code only builds and parses EC2 requests, so the
 # tests take it unoptimised. (--config must be the same for the build and the run below.)
-CARGO_TEST_FLAGS=(--workspace --release --config 'profile.release.package.aws-sdk-ec2.opt-level=0')
+CARGO_TEST_FLAGS=(--workspace --release --config 'profile.release.package.aws-sdk-ec2.opt-level=0'
+                  --config 'profile.release.package.aws-sdk-iam.opt-level=0')
 # --timings writes where the build's time went to $CARGO_TARGET_DIR/cargo-timings/.
 stage "build every target + clippy -D warnings (release)" \
   cargo test "${CARGO_TEST_FLAGS[@]}" --all-targets --no-run --timings

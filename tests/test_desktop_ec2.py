@@ -12,11 +12,15 @@ The journey, with a screenshot of every step:
   is created; then a t3.small with a 16 GiB disk and SSH from 203.0.113.7/32 is provisioned. moto
   prints no console output, so cloud-init's host key fingerprints never come: after twelve tries
   (a minute in use; 0.5 s apart here, MLOPS_CONSOLE_OUTPUT_POLL_MS) the app finishes with a warning
-  saying so, and the wizard refuses to go on without a pinned host key.
+  saying so, and the wizard refuses to go on without a pinned host key. An alert e-mail address is
+  given with it.
 
 Then moto is asked what exists: one running t3.small from the newest Ubuntu LTS image with the
 stack's tags, its key pair, a security group letting in SSH from exactly that CIDR, and an
-encrypted 16 GiB gp3 root volume; the settings and the page name the instance and its address, and
+encrypted 16 GiB gp3 root volume, an instance profile whose role may only put metrics into the
+service's namespace (IMDSv2, hop limit 2 so the container reaches it), one CloudWatch alarm per host
+rule wired to one tagged SNS topic with the address subscribed; the settings and the page name the
+instance and its address, and
 the Credentials step lists the key pair's private key in the keychain under the stack and the
 address. Last, the data directory and everything the app and the drivers printed are searched for
 the AWS secret key and for any private key: they may only be in the keychain.
@@ -45,6 +49,8 @@ STACK = "e2e-ec2"
 CIDR = "203.0.113.7/32"
 STACK_TAGS = {"mlops-console:stack": STACK, "Name": f"mlops-{STACK}"}
 NO_FINGERPRINT = "cloud-init has not printed the host key fingerprints yet"
+EMAIL = "oncall@example.com"
+PUBLISHER = f"mlops-{STACK}-publisher"
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +144,7 @@ def test_wizard_provisions_an_ec2_host_on_moto(console: Console, moto: Moto, aws
 
     # --- provisioning, followed live; moto has no console output, so no fingerprint comes
     page.fill('#ec2-form [name="ssh_cidr"]', CIDR)
+    page.fill("#alert-emails", EMAIL)
     listen_to_provision_events(page)
     t0 = time.monotonic()
     click("#provision-body button.primary")
@@ -191,14 +198,37 @@ def test_wizard_provisions_an_ec2_host_on_moto(console: Console, moto: Moto, aws
     assert tags(v) == STACK_TAGS, v
     user_data = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]["Value"]
     assert "apt-get install -y -q docker.io docker-compose" in base64.b64decode(user_data).decode()
+    # ... the service publishes through an instance profile, whose role may only put metrics into
+    # its namespace; IMDSv2 with a hop limit of 2, so the service's container reaches it
+    assert inst["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{PUBLISHER}"), inst["IamInstanceProfile"]
+    assert (inst["MetadataOptions"]["HttpTokens"], inst["MetadataOptions"]["HttpPutResponseHopLimit"]) == ("required", 2)
+    iam = moto.client("iam")
+    policy = iam.get_role_policy(RoleName=PUBLISHER, PolicyName="publish-monitoring-metrics")["PolicyDocument"]
+    (statement,) = policy["Statement"]
+    assert (statement["Action"], statement["Condition"]) == (
+        "cloudwatch:PutMetricData", {"StringEquals": {"cloudwatch:namespace": "MLOps/Inference"}}), policy
+    # ... one alarm per host rule (the service's follow its first deploy), on this instance, wired
+    # to the stack's one topic, which mails the address given
+    sns, cw = moto.client("sns"), moto.client("cloudwatch")
+    topics = [t["TopicArn"] for t in sns.list_topics()["Topics"]]
+    assert len(topics) == 1 and topics[0].endswith(f":mlops-{STACK}-alerts"), topics
+    subs = sns.list_subscriptions_by_topic(TopicArn=topics[0])["Subscriptions"]
+    assert [(x["Protocol"], x["Endpoint"]) for x in subs] == [("email", EMAIL)], subs
+    alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    assert sorted(alarms) == [f"mlops/{STACK}/host-cpu", f"mlops/{STACK}/host-status-check"], sorted(alarms)
+    for a in alarms.values():
+        assert a["Namespace"] == "AWS/EC2" and a["Dimensions"] == [{"Name": "InstanceId", "Value": iid}], a
+        assert a["AlarmActions"] == a["OKActions"] == topics, a
+    assert "CloudWatch alarms: 2 on the host now" in text("#provision-log")
 
     # --- the page and the settings name the instance and its address; no fingerprint is pinned
     assert f"Ready: {iid} at {address}" in log, log
     settings = json.loads((console.data / "console.json").read_text())
     assert settings["aws"]["mode"] == "keys" and settings["aws"]["region"] == REGION, settings["aws"]
     assert settings["platform"] == "ec2", settings
-    assert {k: settings["ec2"][k] for k in ["name", "instance_type", "disk_gib", "ssh_cidr", "instance_id"]} == {
-        "name": STACK, "instance_type": "t3.small", "disk_gib": 16, "ssh_cidr": CIDR, "instance_id": iid}, settings["ec2"]
+    assert {k: settings["ec2"][k] for k in ["name", "instance_type", "disk_gib", "ssh_cidr", "instance_id", "alert_emails"]} == {
+        "name": STACK, "instance_type": "t3.small", "disk_gib": 16, "ssh_cidr": CIDR, "instance_id": iid,
+        "alert_emails": [EMAIL]}, settings["ec2"]
     remote = settings["remote"]
     assert (remote["host"], remote["user"], remote["fingerprint"]) == (address, "ubuntu", ""), remote
 
@@ -209,6 +239,31 @@ def test_wizard_provisions_an_ec2_host_on_moto(console: Console, moto: Moto, aws
     source = d.page_source
     assert "PRIVATE KEY" not in source and secret_key not in source
     shot("credentials-with-host-key")
+
+    # --- teardown from the Provision step: the stack's name typed to confirm; nothing of it is left
+    click('#stepper li[data-step="2"] button')
+    page.visible("#ec2-form", what="the EC2 form again")
+    click("#teardown-run")
+    page.visible("#teardown-confirm", what="the teardown's confirmation")
+    page.fill("#teardown-name", "not-the-stack")
+    click("#teardown-go")
+    page.wait_text("#wiz-error", "is not the stack this console provisioned", 30, "a wrong name refused")
+    assert ec2.describe_instances()["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+    page.fill("#teardown-name", STACK)
+    click("#teardown-go")
+    page.wait_text("#provision-log", "The stack is gone.", 120, "the teardown to finish")
+    shot("torn-down")
+    states = [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert states == ["terminated"], states
+    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"]
+    assert not ec2.describe_key_pairs()["KeyPairs"]
+    assert not cw.describe_alarms()["MetricAlarms"] and not sns.list_topics()["Topics"]
+    assert not iam.list_roles()["Roles"] and not iam.list_instance_profiles()["InstanceProfiles"]
+    settings = json.loads((console.data / "console.json").read_text())
+    assert settings["ec2"]["instance_id"] is None and settings.get("remote") is None, settings
+    click('#stepper li[data-step="0"] button')
+    page.wait_text("#cred-table", "AWS secret access key", what="the credentials again")
+    assert "ssh-key/" not in text("#cred-table"), "the host's private key left the keychain with the host"
 
     # --- the secret key and the private key are in the keychain and nowhere else
     d.quit()

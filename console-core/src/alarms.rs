@@ -108,6 +108,17 @@ impl StackAlarms {
         topic_name(&self.stack)
     }
 
+    /// The rules that can hold now: the host's alone while no version serves (an empty
+    /// `model_version`: the service's alarms would only see missing data, and "unreachable" would
+    /// fire), [`StackAlarms::default_rules`] once one does.
+    pub fn rules(&self) -> Vec<AlarmRule> {
+        let mut rules = self.default_rules();
+        if self.model_version.is_empty() {
+            rules.retain(|r| r.namespace == "AWS/EC2");
+        }
+        rules
+    }
+
     /// The default rules: the service's error rate, p99 latency, overload, input drift, anomaly rate
     /// (autoencoder) and being unreachable (no data is breaching), and the host's CPU and EC2
     /// status checks. Thresholds are the service's own defaults (`inference-image/src/alerts`).
@@ -640,6 +651,15 @@ mod tests {
                 ("ModelVersion".to_string(), "wbc-autoencoder@1".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn until_a_version_serves_only_the_host_is_watched() {
+        let mut s = stack(Some("i-1"), true);
+        assert_eq!(s.rules(), s.default_rules());
+        s.model_version.clear();
+        let ids: Vec<String> = s.rules().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["host-cpu", "host-status-check"]);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, InstanceType, IpPermission, IpRange, KeyType,
-    ResourceType, Tag, TagSpecification, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission,
+    IpRange, KeyType, ResourceType, Tag, TagSpecification, VolumeType,
 };
 use aws_sdk_ec2::waiters::instance_running::WaitUntilInstanceRunningError as InstanceRunningError;
 use aws_sdk_ec2::waiters::instance_status_ok::WaitUntilInstanceStatusOkError as InstanceStatusOkError;
@@ -30,6 +31,16 @@ pub fn stack_key(spec: &HostSpec) -> SecretName {
 }
 
 pub const STACK_TAG: &str = "mlops-console:stack";
+/// How long RunInstances is retried while EC2 does not know a new instance profile yet.
+const PROFILE_PROPAGATION: Duration = Duration::from_secs(60);
+
+/// EC2's answer while IAM has not propagated a new instance profile to it.
+fn profile_not_ready<E: ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("InvalidParameterValue")
+        && e.message()
+            .is_some_and(|m| m.contains("iamInstanceProfile"))
+}
+
 /// Canonical's AWS account, the owner of the official Ubuntu AMIs.
 pub const CANONICAL: &str = "099720109477";
 
@@ -62,6 +73,9 @@ pub struct HostSpec {
     /// Login user of the AMI and owner of the compose directory.
     pub user: String,
     pub compose_dir: String,
+    /// The instance profile the instance runs with ([`crate::publisher_role`]: the service
+    /// publishes to CloudWatch through it); None starts the instance without one.
+    pub instance_profile: Option<String>,
 }
 
 impl HostSpec {
@@ -78,6 +92,7 @@ impl HostSpec {
             key: KeySource::Create,
             user: "ubuntu".into(),
             compose_dir: "/home/ubuntu/inference".into(),
+            instance_profile: None,
         }
     }
 
@@ -195,7 +210,7 @@ fn aws_err<E: ProvideErrorMetadata + std::fmt::Debug>(
 
 /// Maps an AWS error (a call's, or a waiter's while it polls) to one that says what to do. The
 /// SDK has already retried what is worth retrying (throttling, 5xx) by the time this runs.
-fn api_err(what: &str, e: &(impl ProvideErrorMetadata + std::fmt::Debug)) -> Ec2Error {
+pub(crate) fn api_err(what: &str, e: &(impl ProvideErrorMetadata + std::fmt::Debug)) -> Ec2Error {
     let code = e.code().unwrap_or("").to_string();
     let message = e.message().unwrap_or("").to_string();
     match code.as_str() {
@@ -423,6 +438,73 @@ impl Provisioner {
         Ok(id)
     }
 
+    /// RunInstances for the stack. IMDSv2 only, with a hop limit of 2 so that the service's
+    /// container (one hop behind the host) reaches the instance profile's credentials. A new
+    /// instance profile takes a few seconds to be usable by EC2 (IAM is eventually consistent), so
+    /// EC2 calling it invalid is retried for up to [`PROFILE_PROPAGATION`].
+    async fn run_instance(
+        &self,
+        spec: &HostSpec,
+        ami: &str,
+        sg: &str,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<aws_sdk_ec2::operation::run_instances::RunInstancesOutput, Ec2Error> {
+        let started = std::time::Instant::now();
+        loop {
+            let mut req = self
+                .client
+                .run_instances()
+                .image_id(ami)
+                .instance_type(InstanceType::from(spec.instance_type.as_str()))
+                .min_count(1)
+                .max_count(1)
+                .key_name(spec.key_name())
+                .security_group_ids(sg)
+                .user_data(B64.encode(spec.user_data()))
+                .metadata_options(
+                    InstanceMetadataOptionsRequest::builder()
+                        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                        .http_tokens(HttpTokensState::Required)
+                        .http_put_response_hop_limit(2)
+                        .build(),
+                )
+                .block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name("/dev/sda1")
+                        .ebs(
+                            EbsBlockDevice::builder()
+                                .volume_size(spec.volume_gib)
+                                .volume_type(VolumeType::Gp3)
+                                .encrypted(true)
+                                .delete_on_termination(true)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .tag_specifications(self.tags(spec, ResourceType::Instance))
+                .tag_specifications(self.tags(spec, ResourceType::Volume));
+            if let Some(profile) = &spec.instance_profile {
+                req = req.iam_instance_profile(
+                    IamInstanceProfileSpecification::builder()
+                        .name(profile)
+                        .build(),
+                );
+            }
+            match req.send().await {
+                Ok(out) => return Ok(out),
+                Err(e)
+                    if spec.instance_profile.is_some()
+                        && profile_not_ready(&e)
+                        && started.elapsed() < PROFILE_PROPAGATION =>
+                {
+                    progress("waiting for IAM to hand out the new instance profile");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                Err(e) => return Err(aws_err("start the instance", e)),
+            }
+        }
+    }
+
     /// The stack's instance that is not terminated (or shutting down), if any.
     pub async fn find_instance(
         &self,
@@ -520,34 +602,7 @@ impl Provisioner {
                     }
                 };
                 progress(&format!("starting a {} from {ami}", spec.instance_type));
-                let out = self
-                    .client
-                    .run_instances()
-                    .image_id(&ami)
-                    .instance_type(InstanceType::from(spec.instance_type.as_str()))
-                    .min_count(1)
-                    .max_count(1)
-                    .key_name(spec.key_name())
-                    .security_group_ids(&sg)
-                    .user_data(B64.encode(spec.user_data()))
-                    .block_device_mappings(
-                        BlockDeviceMapping::builder()
-                            .device_name("/dev/sda1")
-                            .ebs(
-                                EbsBlockDevice::builder()
-                                    .volume_size(spec.volume_gib)
-                                    .volume_type(VolumeType::Gp3)
-                                    .encrypted(true)
-                                    .delete_on_termination(true)
-                                    .build(),
-                            )
-                            .build(),
-                    )
-                    .tag_specifications(self.tags(spec, ResourceType::Instance))
-                    .tag_specifications(self.tags(spec, ResourceType::Volume))
-                    .send()
-                    .await
-                    .map_err(|e| aws_err("start the instance", e))?;
+                let out = self.run_instance(spec, &ami, &sg, progress).await?;
                 let i = out
                     .instances()
                     .first()

@@ -18,6 +18,7 @@ pub mod github_workflow;
 pub mod health;
 pub mod history;
 pub mod own_model;
+pub mod publisher_role;
 pub mod registry;
 pub mod repo_setup;
 pub mod sandbox;

@@ -61,18 +61,36 @@ pub fn upload_compose_file(t: &Target) -> Command {
 /// The .env docker-compose reads from the compose directory: which image and tag run, where.
 pub fn env_file(t: &Target, tag: &str) -> String {
     format!(
-        "COMPOSE_PROJECT_NAME={}\nIMAGE_NAME={}\nIMAGE_TAG={tag}\nINFERENCE_PORT={}\nINFERENCE_HOST_IP={}\n",
-        t.project, t.image, t.port, t.publish_ip
+        "COMPOSE_PROJECT_NAME={}\nIMAGE_NAME={}\nIMAGE_TAG={tag}\nINFERENCE_PORT={}\nINFERENCE_HOST_IP={}\n{}",
+        t.project,
+        t.image,
+        t.port,
+        t.publish_ip,
+        cloudwatch_lines(t)
     )
 }
 
-/// The host's settings in .env — project, port, address — for a deploy the GitHub workflow makes:
-/// the workflow's script rewrites only IMAGE_NAME and IMAGE_TAG and keeps the rest, so these must
-/// be there before its first run. The image lines already there (what serves now) stay.
+/// The CloudWatch publishing settings as .env lines (none when the target publishes nothing).
+fn cloudwatch_lines(t: &Target) -> String {
+    t.cloudwatch.as_ref().map_or(String::new(), |c| {
+        format!(
+            "INFERENCE_CLOUDWATCH_NAMESPACE={}\nINFERENCE_CLOUDWATCH_SERVICE={}\nINFERENCE_CLOUDWATCH_REGION={}\n",
+            c.namespace, c.service, c.region
+        )
+    })
+}
+
+/// The host's settings in .env — project, port, address, CloudWatch publishing — for a deploy the
+/// GitHub workflow makes: the workflow's script rewrites only IMAGE_NAME and IMAGE_TAG and keeps
+/// the rest, so these must be there before its first run. The image lines already there (what
+/// serves now) stay.
 pub fn write_env_settings(t: &Target) -> Command {
     let settings = format!(
-        "COMPOSE_PROJECT_NAME={}\nINFERENCE_PORT={}\nINFERENCE_HOST_IP={}\n",
-        t.project, t.port, t.publish_ip
+        "COMPOSE_PROJECT_NAME={}\nINFERENCE_PORT={}\nINFERENCE_HOST_IP={}\n{}",
+        t.project,
+        t.port,
+        t.publish_ip,
+        cloudwatch_lines(t)
     );
     sh(
         r#"umask 077 && mkdir -p "$1" && cd "$1" && { grep -E '^(IMAGE_NAME|IMAGE_TAG)=' .env 2>/dev/null || true; cat; } > .env.tmp && mv .env.tmp .env"#,
@@ -130,6 +148,8 @@ fn candidate(t: &Target, tag: &str, port: u16, args: &[&str]) -> Command {
         .env("IMAGE_TAG", tag)
         .env("INFERENCE_PORT", port.to_string())
         .env("INFERENCE_HOST_IP", "127.0.0.1")
+        // The candidate answers only the gate's probes: its minutes are not the service's.
+        .env("INFERENCE_CLOUDWATCH_NAMESPACE", "")
 }
 
 pub fn candidate_up(t: &Target, tag: &str, port: u16) -> Command {
@@ -361,7 +381,7 @@ mod tests {
             candidate_up(&t, "v2", 8081).to_shell(),
             "cd /home/ubuntu/inference && env COMPOSE_PROJECT_NAME=inference-candidate \
              IMAGE_NAME=ghcr.io/acme/inference IMAGE_TAG=v2 INFERENCE_PORT=8081 \
-             INFERENCE_HOST_IP=127.0.0.1 docker-compose up -d"
+             INFERENCE_HOST_IP=127.0.0.1 INFERENCE_CLOUDWATCH_NAMESPACE='' docker-compose up -d"
         );
         assert_eq!(candidate_down(&t, "v2", 8081).args, ["down", "-v"]);
     }
@@ -387,6 +407,32 @@ mod tests {
         assert!(
             matches!(&w.stdin, Stdin::Data(d) if d.starts_with(b"COMPOSE_PROJECT_NAME=inference\n"))
         );
+    }
+
+    #[test]
+    fn a_publishing_host_gets_its_cloudwatch_settings_in_env_but_not_its_candidate() {
+        let mut t = target();
+        t.cloudwatch = Some(crate::target::CloudWatchPublishing {
+            namespace: "MLOps/Inference".into(),
+            service: "prod".into(),
+            region: "eu-west-1".into(),
+        });
+        let lines = "INFERENCE_CLOUDWATCH_NAMESPACE=MLOps/Inference\nINFERENCE_CLOUDWATCH_SERVICE=prod\nINFERENCE_CLOUDWATCH_REGION=eu-west-1\n";
+        assert!(env_file(&t, "v7").ends_with(&format!("INFERENCE_HOST_IP=127.0.0.1\n{lines}")));
+        assert!(
+            matches!(&write_env_settings(&t).stdin, Stdin::Data(d) if d.ends_with(lines.as_bytes()))
+        );
+        // The compose file hands them to the container.
+        for v in ["NAMESPACE", "SERVICE", "REGION"] {
+            assert!(COMPOSE_FILE.contains(&format!(
+                "INFERENCE_CLOUDWATCH_{v}: \"${{INFERENCE_CLOUDWATCH_{v}:-}}\""
+            )));
+        }
+        let c = candidate_up(&t, "v8", 8081);
+        assert!(c
+            .env
+            .iter()
+            .any(|(k, v)| k == "INFERENCE_CLOUDWATCH_NAMESPACE" && v.is_empty()));
     }
 
     #[test]

@@ -22,6 +22,18 @@ pub struct RegistryAuth {
     pub token: Secret,
 }
 
+/// Where the service publishes its monitoring minutes in CloudWatch (an EC2 host whose instance
+/// profile allows it, see [`crate::publisher_role`]): written to the compose directory's .env as
+/// INFERENCE_CLOUDWATCH_NAMESPACE, _SERVICE and _REGION, so a deploy by the GitHub workflow
+/// publishes the same way. None publishes nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloudWatchPublishing {
+    pub namespace: String,
+    /// The `Service` dimension (the stack's name, so alarms outlive model changes).
+    pub service: String,
+    pub region: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Target {
     /// Unique name in the history, e.g. `sandbox` or `prod-eu`.
@@ -63,6 +75,7 @@ pub struct Target {
     /// How long to watch a new version's critical alert rules after a deploy's switch
     /// ([`crate::watch`]); a breach rolls the deploy back. None: no watch.
     pub watch: Option<Duration>,
+    pub cloudwatch: Option<CloudWatchPublishing>,
 }
 
 impl Target {
@@ -90,6 +103,7 @@ impl Target {
             api_token: None,
             alert_webhook: None,
             watch: None,
+            cloudwatch: None,
         }
     }
 

@@ -190,6 +190,121 @@ async fn a_half_finished_run_resumes_and_teardown_removes_exactly_the_stack() {
 }
 
 #[tokio::test]
+async fn the_publishing_role_is_made_once_handed_to_the_instance_and_removed_by_the_teardown() {
+    use console_core::publisher_role::{self, PublisherRole};
+    let Some(moto) = Moto::start(&[]) else { return };
+    let conf = moto.config("testing").await;
+    let role = PublisherRole::for_config(&conf);
+    let (profile, created) = role.ensure("metrics").await.unwrap();
+    assert_eq!(profile, "mlops-metrics-publisher");
+    assert_eq!(
+        created,
+        [
+            "IAM role mlops-metrics-publisher",
+            "instance profile mlops-metrics-publisher"
+        ]
+    );
+    let (again, nothing) = role.ensure("metrics").await.unwrap();
+    assert_eq!((again.as_str(), nothing.len()), (profile.as_str(), 0));
+    // Its one permission: PutMetricData, into the service's namespace only; EC2 may assume it.
+    let iam = aws_sdk_iam::Client::new(&conf);
+    let r = iam.get_role().role_name(&profile).send().await.unwrap();
+    let r = r.role().unwrap();
+    let trust = decode(r.assume_role_policy_document().unwrap());
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        "ec2.amazonaws.com"
+    );
+    assert!(r
+        .tags()
+        .iter()
+        .any(|t| t.key() == "mlops-console:stack" && t.value() == "metrics"));
+    let policy = iam
+        .get_role_policy()
+        .role_name(&profile)
+        .policy_name("publish-monitoring-metrics")
+        .send()
+        .await
+        .unwrap();
+    let policy = decode(policy.policy_document());
+    assert_eq!(
+        policy,
+        serde_json::from_str::<serde_json::Value>(&publisher_role::publish_policy(
+            "MLOps/Inference"
+        ))
+        .unwrap()
+    );
+    assert_eq!(policy["Statement"][0]["Action"], "cloudwatch:PutMetricData");
+    assert_eq!(
+        policy["Statement"][0]["Condition"]["StringEquals"]["cloudwatch:namespace"],
+        "MLOps/Inference"
+    );
+
+    // The instance runs with it, IMDSv2 only, reachable from a container (hop limit 2).
+    let mut s = spec("metrics");
+    s.instance_profile = Some(profile.clone());
+    let p = Provisioner::new(moto.client("testing").await);
+    let ok = |_: &Secret| -> Result<(), String> { Ok(()) };
+    p.provision(&s, &ok, &mut |_| {}, WAIT).await.unwrap();
+    let i = p.find_instance(&s).await.unwrap().unwrap();
+    assert!(
+        i.iam_instance_profile()
+            .and_then(|p| p.arn())
+            .is_some_and(|a| a.ends_with(":instance-profile/mlops-metrics-publisher")),
+        "{:?}",
+        i.iam_instance_profile()
+    );
+    let md = i.metadata_options().unwrap();
+    assert_eq!(
+        (
+            md.http_tokens().map(|t| t.as_str()),
+            md.http_put_response_hop_limit()
+        ),
+        (Some("required"), Some(2))
+    );
+
+    p.teardown(&s, &mut |_| {}, WAIT).await.unwrap();
+    assert_eq!(
+        role.remove("metrics").await.unwrap(),
+        [
+            "instance profile mlops-metrics-publisher",
+            "IAM role mlops-metrics-publisher"
+        ]
+    );
+    assert!(iam.list_roles().send().await.unwrap().roles().is_empty());
+    assert!(iam
+        .list_instance_profiles()
+        .send()
+        .await
+        .unwrap()
+        .instance_profiles()
+        .is_empty());
+    assert!(
+        role.remove("metrics").await.unwrap().is_empty(),
+        "a second teardown finds nothing"
+    );
+}
+
+/// IAM hands policy documents back URL-encoded (as its API reference says); moto may not.
+fn decode(doc: &str) -> serde_json::Value {
+    let mut out = Vec::new();
+    let b = doc.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&doc[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{doc}: {e}"))
+}
+
+#[tokio::test]
 async fn a_key_that_cannot_be_stored_is_not_left_behind() {
     let Some(moto) = Moto::start(&[]) else { return };
     let client = moto.client("testing").await;

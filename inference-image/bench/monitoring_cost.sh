@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # What monitoring costs in throughput: the same service binary with monitoring on (as shipped) and
-# with `--monitoring false`, in interleaved pairs so that drift in this machine's speed hits both
+# with `--monitoring false` (COMPARE=alerts: what the alert evaluator costs on top of monitoring,
+# evaluating its rules every second, 60 times as often as shipped, against never during the run),
+# in interleaved pairs so that drift in this machine's speed hits both
 # sides alike. Each pair is a fresh server per side, wrk at c32 for BENCH_DURATION seconds after a
 # BENCH_WARMUP warm-up, at batch 1 and batch 64. Prints each pair's on/off ratio and, per batch, the
 # median and the range; writes the Markdown summary to $1 when given.
 #
 #   source scripts/env.sh && inference-image/bench/monitoring_cost.sh [OUT.md]
 #
-# Environment knobs: PAIRS (per batch, default 6), BENCH_DURATION (s, default 5), BENCH_WARMUP (s,
+# Environment knobs: COMPARE (monitoring or alerts, default monitoring), PAIRS (per batch, default 6), BENCH_DURATION (s, default 5), BENCH_WARMUP (s,
 # default 2), SKIP_BUILD=1 (use the binary already built). Loopback only; every server is killed on exit.
 # About PAIRS x 2 x 2 x (warm-up + duration + 1) s: 6 pairs take about 4 minutes.
 set -euo pipefail
@@ -22,6 +24,13 @@ PAIRS=${PAIRS:-6}
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-2}
 MODEL_DIR=${BENCH_MODEL_DIR:-$ROOT/inference-image/model/wbc-autoencoder}
+COMPARE=${COMPARE:-monitoring}
+case $COMPARE in
+    monitoring) ON_FLAGS=(--monitoring true); OFF_FLAGS=(--monitoring false) ;;
+    alerts) ON_FLAGS=(--monitoring true --alert-interval-secs 1)
+            OFF_FLAGS=(--monitoring true --alert-interval-secs 86400) ;;
+    *) echo "monitoring_cost.sh: COMPARE must be monitoring or alerts, not $COMPARE" >&2; exit 1 ;;
+esac
 PY=$MLOPS_VENV/bin/python
 
 die() { echo "monitoring_cost.sh: $*" >&2; exit 1; }
@@ -54,11 +63,12 @@ cp "$CARGO_TARGET_DIR/release/inference" "$BIN"
 source "$HERE/wrk_common.sh"
 write_request_bodies
 
-# requests/s of one fresh server: monitoring (true|false) batch
+# requests/s of one fresh server: side (on|off) batch
 measure() {
-    local monitoring=$1 batch=$2 port i out
+    local side=$1 batch=$2 port i out flags
+    if [ "$side" = on ]; then flags=("${ON_FLAGS[@]}"); else flags=("${OFF_FLAGS[@]}"); fi
     port=$(free_port)
-    RUST_LOG=warn "$BIN" serve --model-dir "$MODEL_DIR" --bind "127.0.0.1:$port" --monitoring "$monitoring" \
+    RUST_LOG=warn "$BIN" serve --model-dir "$MODEL_DIR" --bind "127.0.0.1:$port" "${flags[@]}" \
         >"$TMP/server.log" 2>&1 &
     SERVER_PID=$!
     for i in $(seq 1 300); do
@@ -78,15 +88,16 @@ measure() {
 }
 
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+echo "== $COMPARE on/off: ${ON_FLAGS[*]} / ${OFF_FLAGS[*]}"  >&2
 echo "== $(nproc) cores ($cpu_model); $PAIRS pairs per batch, wrk -t2 -c32, ${WARMUP} s warm-up + ${DURATION} s" >&2
 declare -A RATIOS
 for batch in 1 64; do
     for pair in $(seq 1 "$PAIRS"); do
         # Alternate which side goes first, so a steady drift does not favour one.
         if [ $((pair % 2)) = 1 ]; then
-            on=$(measure true "$batch"); off=$(measure false "$batch")
+            on=$(measure on "$batch"); off=$(measure off "$batch")
         else
-            off=$(measure false "$batch"); on=$(measure true "$batch")
+            off=$(measure off "$batch"); on=$(measure on "$batch")
         fi
         r=$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')
         RATIOS[$batch]="${RATIOS[$batch]:-} $r"
@@ -105,7 +116,7 @@ summary() { # ratios... -> "median m (min a, max b)"
         echo "- batch $batch, c32: on/off requests/s $(summary ${RATIOS[$batch]})"
     done
     echo
-    echo "Measured with \`inference-image/bench/monitoring_cost.sh\` (interleaved pairs, a fresh server per side, wrk -t2 -c32, ${DURATION} s after ${WARMUP} s warm-up) on $(nproc) cores ($cpu_model) shared by wrk and the server, loopback only."
+    echo "Measured with \`COMPARE=$COMPARE inference-image/bench/monitoring_cost.sh\` (on: ${ON_FLAGS[*]}; off: ${OFF_FLAGS[*]}; interleaved pairs, a fresh server per side, wrk -t2 -c32, ${DURATION} s after ${WARMUP} s warm-up) on $(nproc) cores ($cpu_model) shared by wrk and the server, loopback only."
 } >"$TMP/summary.md"
 echo >&2
 cat "$TMP/summary.md"

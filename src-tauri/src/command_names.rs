@@ -16,6 +16,7 @@ pub const ALL: &[&str] = &[
     "dashboard",
     "service_verify",
     "provision_ec2",
+    "teardown_ec2",
     "github_workflow_status",
     "github_install_workflow",
     "github_configure",

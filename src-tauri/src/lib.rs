@@ -52,6 +52,7 @@ pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
         monitoring::dashboard,
         monitoring::service_verify,
         cloud::provision_ec2,
+        cloud::teardown_ec2,
         github::github_workflow_status,
         github::github_install_workflow,
         github::github_configure,

@@ -56,6 +56,11 @@ pub struct Ec2Settings {
     pub ssh_cidr: Option<String>,
     pub open_service_port: bool,
     pub instance_id: Option<String>,
+    /// Who CloudWatch's alarms mail (through the stack's SNS topic).
+    pub alert_emails: Vec<String>,
+    /// The model version the stack's alarms watch (the service's `ModelVersion` dimension), once a
+    /// version serves; None: only the host's alarms are in place.
+    pub alarms_for: Option<String>,
 }
 
 impl Default for Ec2Settings {
@@ -67,6 +72,8 @@ impl Default for Ec2Settings {
             ssh_cidr: None,
             open_service_port: false,
             instance_id: None,
+            alert_emails: Vec::new(),
+            alarms_for: None,
         }
     }
 }
@@ -218,6 +225,9 @@ impl Settings {
                 )));
             }
         }
+        if let Err(e) = console_core::alarms::validate("stack", &[], &self.ec2.alert_emails) {
+            return Err(AppError::invalid(format!("alert e-mail: {e}")));
+        }
         if ![900, 3600, 86_400].contains(&self.dashboard.range_s) {
             return Err(AppError::invalid(format!(
                 "time range {} s is not offered (15 min, 1 h or 24 h)",
@@ -299,5 +309,14 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.validate().unwrap_err().message.contains("SHA256"));
+        let mut s = Settings::default();
+        s.ec2.alert_emails = vec!["oncall@example.com".into(), "ops example.com".into()];
+        let e = s.validate().unwrap_err().message;
+        assert!(
+            e.contains("\"ops example.com\" is not an e-mail address"),
+            "{e}"
+        );
+        s.ec2.alert_emails.pop();
+        s.validate().unwrap();
     }
 }

@@ -227,6 +227,7 @@ impl AppState {
                 t.api_token = Some(self.api_token(&t.name)?.0);
                 t.alert_webhook = self.alert_webhook(&t.name);
                 t.watch = self.watch();
+                t.cloudwatch = crate::commands::cloud::publishing(self);
                 Ok(t)
             }
             other => Err(AppError::invalid(format!(
@@ -295,7 +296,6 @@ impl AppState {
         Ok(t)
     }
 
-    /// The history's name for a target ("sandbox", or the remote host).
     /// The post-switch watch the settings ask for.
     fn watch(&self) -> Option<std::time::Duration> {
         let m = self.settings().watch_minutes;
@@ -311,6 +311,7 @@ impl AppState {
             .flatten()
     }
 
+    /// The history's name for a target ("sandbox", or the remote host).
     pub fn history_name(&self, name: &str) -> AppResult<String> {
         match name {
             "sandbox" => Ok("sandbox".into()),

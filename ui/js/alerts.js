@@ -112,6 +112,14 @@ export class Alerts {
         ? `webhook: ${d.delivered} delivered, ${d.failed} failed attempts, ${d.queued} queued${d.dropped ? `, ${d.dropped} dropped` : ""}`
         : "the serving version has no webhook");
     this.showWebhookState(p.webhook_stored);
+    const cw = $("#alerts-cloudwatch");
+    const c = p.cloudwatch;
+    cw.hidden = !c;
+    if (c) {
+      cw.textContent = c.error
+        ? `CloudWatch alarms: ${c.error}`
+        : `CloudWatch alarms: ${c.alarms.length} (version ${c.version || "none yet"}), mailing ${c.emails.length ? c.emails.join(", ") : "nobody: add addresses in the Provision step"}`;
+    }
     $("#alert-rules tbody").replaceChildren(
       ...p.rules.map((r) =>
         el("tr", { "data-rule": r.id },

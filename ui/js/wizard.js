@@ -8,6 +8,19 @@ import { ProgressView, track } from "./progress.js";
 
 const LAST = 5;
 
+/** Clears the Provision step's log, shows it with `first` and returns a function adding a line. */
+function provisionLog(first) {
+  const log = $("#provision-log");
+  const say = (line) => {
+    log.textContent += `${line}\n`;
+    log.scrollTop = log.scrollHeight;
+  };
+  log.hidden = false;
+  log.textContent = "";
+  say(first);
+  return say;
+}
+
 export class Wizard {
   constructor(app) {
     this.app = app;
@@ -263,23 +276,52 @@ export class Wizard {
         el("label", {}, "Who may SSH in (CIDR)", el("input", { name: "ssh_cidr", value: e.ssh_cidr ?? "", placeholder: "detected when empty" })),
         el("label", { class: "inline" }, el("input", { name: "open_service_port", type: "checkbox", checked: e.open_service_port }), "Also open the service port (the console itself uses an SSH tunnel)"),
         el("label", { class: "inline" }, el("input", { name: "allow_anywhere", type: "checkbox" }), "I accept SSH from anywhere (0.0.0.0/0) if I typed it"),
+        el("label", { class: "wide" }, "Alert e-mails (CloudWatch alarms; comma-separated, AWS mails each a confirmation link)",
+          el("input", { name: "alert_emails", id: "alert-emails", type: "text", value: (e.alert_emails || []).join(", "), placeholder: "oncall@example.com" })),
       ),
-      el("div", { class: "row" }, el("button", { type: "button", class: "primary", id: "provision-run", onclick: () => this.provision() }, r ? "Check / re-run provisioning" : "Provision")),
+      el("div", { class: "row" },
+        el("button", { type: "button", class: "primary", id: "provision-run", onclick: () => this.provision() }, r ? "Check / re-run provisioning" : "Provision"),
+        el("button", { type: "button", class: "danger", id: "teardown-run", hidden: !e.instance_id, onclick: () => this.teardown() }, "Tear down…")),
+      el("form", { id: "teardown-confirm", class: "form", hidden: true, onsubmit: (ev) => { ev.preventDefault(); this.teardown(true); } },
+        el("label", {}, `Type the stack's name (${e.name}) to terminate its instance and delete its volume, security group, key pair, IAM role, alarms and alert topic`,
+          el("input", { name: "confirm", id: "teardown-name", autocomplete: "off" })),
+        el("div", { class: "row" }, el("button", { type: "submit", class: "danger", id: "teardown-go" }, "Tear down the stack"))),
       el("pre", { class: "log", id: "provision-log", hidden: !r, tabindex: 0 }, r ? `Host ${r.host}, host key ${r.fingerprint || "not pinned yet"}` : ""),
     );
   }
 
+  /** Shows the typed-name confirmation, then (confirmed) removes the whole stack. */
+  async teardown(confirmed = false) {
+    const form = $("#teardown-confirm");
+    if (!confirmed) {
+      form.hidden = false;
+      $("#teardown-name").focus();
+      return;
+    }
+    const say = provisionLog("Tearing down…");
+    this.error("");
+    $("#teardown-go").disabled = true;
+    const stop = await onProvision((m) => say(`· ${m}`));
+    try {
+      const done = await call("teardown_ec2", { name: $("#teardown-name").value.trim() });
+      for (const r of done.removed) say(`removed ${r}`);
+      say("The stack is gone.");
+      form.hidden = true;
+      $("#teardown-run").hidden = true;
+      await this.app.reloadSettings();
+    } catch (e) {
+      say(e.message);
+      this.error(e.message);
+    } finally {
+      stop();
+      $("#teardown-go").disabled = false;
+    }
+  }
+
   async provision() {
     const f = Object.fromEntries(new FormData($("#ec2-form")).entries());
-    const log = $("#provision-log");
     const button = $("#provision-run");
-    const say = (line) => {
-      log.textContent += `${line}\n`;
-      log.scrollTop = log.scrollHeight;
-    };
-    log.hidden = false;
-    log.textContent = "";
-    say("Provisioning…");
+    const say = provisionLog("Provisioning…");
     this.error("");
     // One run at a time: the button waits for this one; progress lines arrive as they happen.
     button.disabled = true;
@@ -289,9 +331,12 @@ export class Wizard {
         request: {
           region: f.region, name: f.name, instance_type: f.instance_type, disk_gib: Number(f.disk_gib),
           ssh_cidr: f.ssh_cidr || null, open_service_port: f.open_service_port === "on", allow_anywhere: f.allow_anywhere === "on",
+          alert_emails: (f.alert_emails || "").split(",").map((x) => x.trim()).filter(Boolean),
         },
       });
       say(`Ready: ${host.instance_id} at ${host.host}`);
+      say(`CloudWatch alarms: ${host.alarms.length} on the host now; the service's follow its first deploy`);
+      $("#teardown-run").hidden = false;
       say(host.fingerprint ? `Host key pinned: ${host.fingerprint}` : "Host key not pinned yet: run provisioning again in a minute.");
       for (const w of host.warnings) say(`warning: ${w}`);
       await this.app.reloadSettings();

@@ -21,6 +21,18 @@ pub struct AlertsPage {
     pub notify_error: Option<String>,
     /// Whether a webhook URL is in the keychain for this target (the value never leaves it).
     pub webhook_stored: bool,
+    /// On a provisioned EC2 stack: the CloudWatch alarms that mail the stack's addresses.
+    pub cloudwatch: Option<CloudAlarms>,
+}
+
+#[derive(Serialize)]
+pub struct CloudAlarms {
+    pub alarms: Vec<String>,
+    /// The `ModelVersion` the service's alarms watch.
+    pub version: String,
+    pub emails: Vec<String>,
+    /// Why they could not be read or moved to the serving version.
+    pub error: Option<String>,
 }
 
 /// The target's alerts now. With `notify_after` (unix seconds), every firing after it is also shown
@@ -71,11 +83,32 @@ pub async fn alerts<R: Runtime>(
         }
     }
     let webhook_stored = state.alert_webhook(&state.history_name(&target)?).is_some();
+    let cloudwatch = if target == "remote" {
+        let emails = state.settings().ec2.alert_emails;
+        match super::cloud::refresh_alarms(&state).await {
+            Ok(None) => None,
+            Ok(Some((alarms, version))) => Some(CloudAlarms {
+                alarms,
+                version,
+                emails,
+                error: None,
+            }),
+            Err(e) => Some(CloudAlarms {
+                alarms: Vec::new(),
+                version: String::new(),
+                emails,
+                error: Some(e.message),
+            }),
+        }
+    } else {
+        None
+    };
     Ok(AlertsPage {
         view,
         notices,
         notify_error,
         webhook_stored,
+        cloudwatch,
     })
 }
 

@@ -82,7 +82,24 @@ pub async fn deploy(
     tag: String,
 ) -> AppResult<Deployment> {
     let t = state.target(&target).await?;
-    Ok(state.engine.deploy(&t, &tag).await?)
+    let d = state.engine.deploy(&t, &tag).await?;
+    follow_with_alarms(&state, &target).await;
+    Ok(d)
+}
+
+/// After a deploy or a rollback on a provisioned EC2 stack, its CloudWatch alarms move to the
+/// version now serving. A failure does not undo the deploy: it is logged, and the Alerts page
+/// (which tries again) shows it.
+async fn follow_with_alarms(state: &AppState, target: &str) {
+    if target != "remote" {
+        return;
+    }
+    if let Err(e) = super::cloud::refresh_alarms(state).await {
+        tracing::warn!(
+            "CloudWatch alarms not moved to the new version: {}",
+            e.message
+        );
+    }
 }
 
 /// Rolls back to deployment `to`, or to the newest healthy version before the serving one.
@@ -93,7 +110,9 @@ pub async fn rollback(
     to: Option<i64>,
 ) -> AppResult<Deployment> {
     let t = state.target(&target).await?;
-    Ok(state.engine.rollback(&t, to).await?)
+    let d = state.engine.rollback(&t, to).await?;
+    follow_with_alarms(&state, &target).await;
+    Ok(d)
 }
 
 #[tauri::command]
