@@ -17,6 +17,7 @@ pub mod github;
 pub mod github_workflow;
 pub mod health;
 pub mod history;
+pub mod image_push;
 pub mod own_model;
 pub mod publisher_role;
 pub mod registry;

@@ -200,13 +200,9 @@ pub fn model_dir(data_dir: &Path, tag: &str) -> PathBuf {
     data_dir.join("own-models").join(tag)
 }
 
+/// A tag Docker accepts, in lower case as the console makes them (it names a directory here too).
 fn valid_tag(tag: &str) -> bool {
-    !tag.is_empty()
-        && tag.len() <= 128
-        && !tag.starts_with(['.', '-'])
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    crate::image_push::valid_tag(tag) && !tag.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 /// Runs the card builder on `r` and keeps the model directory under `data_dir`, named by its tag.

@@ -26,6 +26,7 @@ pub const ALL: &[&str] = &[
     "traffic_status",
     "own_model_inspect",
     "own_model_build",
+    "own_model_push",
     "alerts",
     "alert_webhook_save",
 ];

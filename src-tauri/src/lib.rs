@@ -62,6 +62,7 @@ pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
         traffic::traffic_status,
         own_model::own_model_inspect,
         own_model::own_model_build,
+        own_model::own_model_push,
         alerts::alerts,
         alerts::alert_webhook_save,
     ])

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 from .docker import compose_down
-from .net import free_port
 
 
 COMMAND_TIMEOUT_S = 90
@@ -48,21 +47,31 @@ def release_binaries(root: Path) -> dict[str, Path]:
     return b
 
 
-def free_port_pair() -> int:
-    """A port p with p+1 free too (a new version is tried on p+1 before the switch), below the kernel's
-    ephemeral range: a port the OS hands out to outgoing connections (32768 and up) can be taken by
-    one of the journey's own connections before Docker binds it (a CI run lost its candidate port so)."""
+def free_low_ports(n: int) -> int:
+    """A port p with p+1 … p+n-1 free too, below the kernel's ephemeral range: a port the OS hands out
+    to outgoing connections (32768 and up) can be taken by one of the journey's own connections
+    before its server binds it (a CI run lost the sandbox's candidate port so, and another, it seems,
+    the WebKit driver's port between tauri-driver starting and WebKitWebDriver binding it)."""
     rng = random.SystemRandom()
     for _ in range(200):
         p = rng.randrange(20000, 32000)
         try:
-            with socket.socket() as s1, socket.socket() as s2:
-                s1.bind(("127.0.0.1", p))
-                s2.bind(("127.0.0.1", p + 1))
+            socks = [socket.socket() for _ in range(n)]
+            try:
+                for i, s in enumerate(socks):
+                    s.bind(("127.0.0.1", p + i))
+            finally:
+                for s in socks:
+                    s.close()
             return p
         except OSError:
             continue
-    raise RuntimeError("no free port pair")
+    raise RuntimeError(f"no {n} free ports in a row")
+
+
+def free_port_pair() -> int:
+    """A port p with p+1 free too (a new version is tried on p+1 before the switch)."""
+    return free_low_ports(2)
 
 
 def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -110,8 +119,10 @@ class Console:
         self.home.mkdir()
         self.port = free_port_pair()
         self.project = f"mlops-e2e-{os.getpid()}-{self.port}"
-        self.driver_port = free_port()
-        native = free_port()
+        self.driver_port = free_low_ports(1)
+        native = free_low_ports(1)
+        while native == self.driver_port:
+            native = free_low_ports(1)
         self.log_path = tmp / "driver.log"
         env = dict(
             os.environ,
@@ -165,7 +176,12 @@ class Console:
         # urllib3 would otherwise repeat a timed-out command (four times by default).
         config = ClientConfig(remote_server_addr=url, timeout=COMMAND_TIMEOUT_S,
                               init_args_for_pool_manager={"init_args_for_pool_manager": {"retries": False}})
-        self.driver = webdriver.Remote(command_executor=url, options=opts, client_config=config)
+        try:
+            self.driver = webdriver.Remote(command_executor=url, options=opts, client_config=config)
+        except Exception as e:
+            self.log.flush()
+            tail = self.log_path.read_bytes()[-3000:].decode(errors="replace")
+            raise RuntimeError(f"tauri-driver gave no session ({e}); its log ends:\n{tail}") from e
 
     def notifications(self) -> list[str]:
         """Summaries of the desktop notifications the session's notification service showed (they are

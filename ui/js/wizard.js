@@ -528,6 +528,11 @@ export class Wizard {
     try {
       const said = await call("own_model_build", { tag: i.tag });
       toast(said);
+      if (this.app.target === "remote") {
+        // The remote host pulls from its registry: the image goes there first.
+        button.textContent = "Pushing…";
+        toast(await call("own_model_push", { tag: i.tag }));
+      }
       await this.app.deployments.loadImages($("#wizard-tag"));
       $("#wizard-tag").value = i.tag;
     } catch (e) {

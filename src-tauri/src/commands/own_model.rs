@@ -1,8 +1,11 @@
 //! "Your own model" in the wizard: inspect an ONNX file and its reference CSV with the service's
-//! card builder (nothing is built yet), then build a sandbox image with that model baked in.
+//! card builder (nothing is built yet), then build a sandbox image with that model baked in, and
+//! push it to the remote host's registry when it is to run there.
 
+use console_core::image_push::{self, PushTarget};
 use console_core::own_model::{self, Inspection, Request};
 use console_core::sandbox::{self, companion_binary};
+use console_core::vault::SecretName;
 use tauri::State;
 
 use crate::error::{AppError, AppResult};
@@ -33,4 +36,39 @@ pub async fn own_model_build(state: State<'_, AppState>, tag: String) -> AppResu
     own_model::build_image(&state.data_dir, sandbox::IMAGE, BASE_TAG, &tag)
         .await
         .map_err(|e| AppError::new("docker", e))
+}
+
+/// Pushes the built `mlops-sandbox/inference:<tag>` to the remote host's image repository (the
+/// registry user and the GHCR token from the keychain, in the Engine API request only), so that a
+/// deploy to that host can pull it; returns the digest the registry gave it.
+#[tauri::command]
+pub async fn own_model_push(state: State<'_, AppState>, tag: String) -> AppResult<String> {
+    let remote = state.settings().remote.ok_or_else(|| {
+        AppError::new(
+            "no-remote",
+            "no remote host is set up yet; the image goes to the registry its host pulls from",
+        )
+    })?;
+    if remote.image.is_empty() || remote.registry_user.is_empty() {
+        return Err(AppError::invalid(
+            "name the remote host's image repository and registry user (GitHub step) first",
+        ));
+    }
+    let token = state.vault.get(&SecretName::GhcrToken)?.ok_or_else(|| {
+        AppError::new(
+            "missing-credential",
+            "no GHCR token in the keychain; add it in the Credentials step",
+        )
+    })?;
+    let local = format!("{}:{tag}", sandbox::IMAGE);
+    let target = PushTarget {
+        image: &remote.image,
+        tag: &tag,
+        user: &remote.registry_user,
+        token: &token,
+    };
+    let digest = image_push::push(&local, &target, &mut |_| {})
+        .await
+        .map_err(|e| AppError::new("docker", e))?;
+    Ok(format!("pushed {}:{tag} ({digest})", remote.image))
 }
