@@ -73,6 +73,24 @@ CARGO_TEST_FLAGS=(--workspace --release --config 'profile.release.package.aws-sd
 stage "build every target + clippy -D warnings (release)" \
   cargo test "${CARGO_TEST_FLAGS[@]}" --all-targets --no-run --timings
 
+# tauri-build writes an allow-/deny- permission file per command into src-tauri/permissions/,
+# which its build script also watches: they are committed, since a fresh clone's build creating them
+# made the next cargo call rebuild the app (2 minutes of every CI run). A command added or renamed
+# must come with its regenerated file.
+permissions_committed() {
+  if ! git rev-parse --git-dir >/dev/null 2>&1; then
+    echo "not a git checkout: nothing to compare"
+    return 0
+  fi
+  local untracked
+  untracked=$(git ls-files --others --exclude-standard src-tauri/permissions)
+  if ! git diff --exit-code --stat -- src-tauri/permissions || [ -n "$untracked" ]; then
+    echo "src-tauri/permissions/ changed in the build: commit the regenerated files ${untracked}" >&2
+    return 1
+  fi
+}
+stage "generated permission files committed" permissions_committed
+
 stage "local base image (built in the background)" base_image
 
 # The deploy tests need the Docker engine; here its absence is a failure, not a skip.
