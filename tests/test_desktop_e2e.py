@@ -6,10 +6,12 @@ test-artifacts/:
 
 - this computer (desktop/): store a credential, pick "this computer" in the wizard, deploy v1 to the
   sandbox (this machine's Docker engine) with an alert webhook URL from the Alerts page, verify it,
-  watch the dashboard with the drift scenario until drift is flagged, see the service's own input-drift
-  rule fire (one FIRING posted to the webhook receiver on the Docker bridge, a desktop notification
-  shown by dunst, the firing on the Alerts page linking to the charts), deploy v2 from the Deployments page, roll back to v1 with one confirmation, see a
-  never-ready version refused, and check over HTTP that v1 is what serves;
+  edit its alert rules (kept in SQLite), watch the dashboard with the drift scenario until drift is
+  flagged, see the service's own input-drift rule fire (one FIRING posted to the webhook receiver on
+  the Docker bridge, a desktop notification shown by dunst, the firing on the Alerts page linking to
+  the charts) and, once the drift stops, resolve (one RESOLVED); deploy v2 from the Deployments
+  page, roll back to v1 with one confirmation (the edited rules still in force), restore the default
+  rules, see a never-ready version refused, and check over HTTP that v1 is what serves;
 - an SSH host you already have (desktop-ssh/): a private sshd on loopback whose sessions use this
   machine's Docker engine, and Debian's docker-registry with htpasswd standing in for GHCR. Store the
   host's key and the registry token, enter the host (a wrong fingerprint is refused first), pick v1
@@ -134,6 +136,36 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console,
     assert "docker-compose" in text("#wizard-progress .log")
     verify_and_open_dashboard(page, "v1")
 
+    # --- the rules are the user's: the form refuses a threshold that is not a number; then latency
+    # tightened to 0.5 s as critical, "overloaded" removed, and input drift judged over 1 minute (so
+    # that its firing and its resolve both fit in this journey). The service takes them, the console
+    # keeps them in its database for this target.
+    click("#tab-alerts")
+    page.wait_text("#rules-source", "default rules", 30, "the model's default rules")
+    click("#rules-edit")
+    page.visible("#rules-editor", what="the rule editor")
+    latency = '#rules-edit-table tr[data-rule="latency-p99"]'
+    page.fill(f"{latency} .rule-threshold", "lots")
+    click("#rules-save")
+    page.wait_text("#rules-editor .form-error", "latency-p99: the threshold must be a number", what="the refusal")
+    page.fill(f"{latency} .rule-threshold", "0.5")
+    page.select(f"{latency} .rule-severity", "critical")
+    click('#rules-edit-table tr[data-rule="overloaded"] .rule-keep')
+    page.fill('#rules-edit-table tr[data-rule="input-drift"] .rule-window', "1")
+    shot("alert-rules-edit")
+    click("#rules-save")
+    wait(lambda drv: not page.find("#rules-editor").is_displayed(), 30, "the rules saved")
+    page.wait_text('#alert-rules tr[data-rule="latency-p99"]', "> 0.5 over 5 min", 30, "the new latency rule")
+    page.wait_text("#rules-source", "Your rules", 30, "the rules kept")
+    assert not d.find_elements(By.CSS_SELECTOR, '#alert-rules tr[data-rule="overloaded"]')
+    assert "critical" in text('#alert-rules tr[data-rule="latency-p99"]')
+    assert "is drift over 1 min" in text('#alert-rules tr[data-rule="input-drift"]')
+    kept = json.loads(console.query("SELECT rules FROM alert_rules WHERE target = 'sandbox'")[0][0])
+    assert [r["id"] for r in kept] == ["error-rate", "latency-p99", "input-drift", "score-drift", "anomaly-rate"], kept
+    assert kept[1]["threshold"] == 0.5 and kept[1]["severity"] == "critical", kept[1]
+    assert kept[2]["window_minutes"] == 1, kept[2]
+    click("#tab-dashboard")
+
     # --- dashboard: traffic with the drift scenario until drift is flagged
     wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "figure.chart img")) >= 14, 30, "every chart drawn")
     click("#drift-switch")
@@ -164,6 +196,7 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console,
     page.wait_text("#alerts-summary", "webhook: ", 30, "the webhook's delivery counts")
     wait(lambda drv: re.search(r"webhook: [1-9]\d* delivered", text("#alerts-summary")), 30,
          "a delivery counted on the page")
+
     click('#alert-firings tr[data-firing="input-drift"] button')
     page.visible("#view-dashboard", what="the dashboard at the firing")
     wait(lambda drv: page.find('[data-range="900"]').get_attribute("aria-pressed") == "true", what="15 min range")
@@ -173,6 +206,23 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console,
     wait(lambda drv: page.find('[data-range="86400"]').get_attribute("aria-pressed") == "true", what="24 h range")
     wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "figure.chart img")) >= 14, 30, "24 h charts")
     shot("dashboard-24h")
+
+    # --- the drift scenario stops (normal traffic goes on): once a minute of normal rows is judged,
+    # the rule resolves and the webhook gets exactly one RESOLVED
+    click("#drift-switch")
+    wait(lambda drv: "replaying" in text("#traffic-state") and "drift" not in text("#traffic-state"), 30,
+         "normal traffic again")
+    wait(lambda drv: any("RESOLVED critical: Input drift" in t for t in receiver.texts()), 240,
+         "the resolve delivered to the webhook")
+    sent = receiver.texts()
+    assert sum("FIRING critical: Input drift" in t for t in sent) == 1, sent
+    assert sum("RESOLVED critical: Input drift" in t for t in sent) == 1, sent
+    click("#tab-alerts")
+    page.wait_text('#alert-rules tr[data-rule="input-drift"]', "ok", 60, "the rule ok again")
+    ended = page.rows_text('#alert-firings tbody tr[data-firing="input-drift"]')
+    assert ended and "firing" not in ended[0], ended
+    shot("alert-resolved")
+    click("#tab-dashboard")
     click("#traffic-toggle")
     page.wait_text("#traffic-state", "no traffic", what="replay stopped")
 
@@ -209,6 +259,20 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console,
     with urllib.request.urlopen(f"http://127.0.0.1:{console.port}/v1/model", timeout=5) as r:
         model = json.load(r)
     assert model["image_tag"] == "v1", model
+
+    # --- the kept rules are what v1 evaluates after v2 and the rollback; "Restore defaults" brings
+    # the model's own back and the console forgets its copy
+    click("#tab-alerts")
+    page.wait_text('#alert-rules tr[data-rule="latency-p99"]', "> 0.5 over 5 min", 30, "the kept rules on v1")
+    assert not d.find_elements(By.CSS_SELECTOR, '#alert-rules tr[data-rule="overloaded"]')
+    click("#rules-defaults")
+    page.present('#alert-rules tr[data-rule="overloaded"]', 30, "the default rules back")
+    page.wait_text('#alert-rules tr[data-rule="latency-p99"]', "> 0.25 over 5 min", 30, "the default latency rule")
+    page.wait_text("#rules-source", "default rules", 30, "the defaults said")
+    assert console.query("SELECT rules FROM alert_rules WHERE target = 'sandbox'") == []
+    audit = [m for (m,) in console.query("SELECT message FROM audit WHERE target = 'sandbox' ORDER BY id")]
+    assert any(m.startswith("alert rules set: error-rate: system.error_rate > 0.05") for m in audit), audit
+    assert "alert rules back to the model's defaults" in audit, audit
 
     # --- the closed and reopened app resumes on the dashboard
     settings = json.loads((console.data / "console.json").read_text())

@@ -260,6 +260,66 @@ impl StackAlarms {
     }
 }
 
+/// The alarms moved to the rules the service evaluates (`definitions`, as
+/// [`crate::alert_rules::definitions`] gives them): an alarm whose service rule is there with its
+/// default metric takes that rule's threshold (in the alarm metric's unit), window and severity;
+/// one whose service rule was removed goes. Host rules and "service-unreachable" have no service
+/// counterpart and stay; a service rule with no CloudWatch counterpart (a verdict CloudWatch has no
+/// series for) is left to the service's own evaluation and webhook.
+pub fn follow_service_rules(
+    rules: Vec<AlarmRule>,
+    definitions: &serde_json::Value,
+) -> Vec<AlarmRule> {
+    // Alarm id → (the service rule's metric, factor from its threshold to the alarm's).
+    let counterpart = |id: &str| -> Option<(&'static str, f64)> {
+        Some(match id {
+            "error-rate" => ("system.error_rate", 100.0),
+            "latency-p99" => ("system.predict_latency_seconds.p99", 1.0),
+            "overloaded" => ("system.overloaded", 1.0),
+            "input-drift" => ("data.drift.verdict", f64::NAN),
+            "anomaly-rate" => ("model.anomaly_rate", 100.0),
+            _ => return None,
+        })
+    };
+    let service: Vec<&serde_json::Value> = definitions
+        .as_array()
+        .map(|d| d.iter().collect())
+        .unwrap_or_default();
+    rules
+        .into_iter()
+        .filter_map(|mut alarm| {
+            let Some((metric, factor)) = counterpart(&alarm.id) else {
+                return Some(alarm);
+            };
+            let rule = service.iter().find(|r| r["id"] == alarm.id.as_str())?;
+            if rule["metric"] != metric {
+                // The id now names another condition: CloudWatch has no series for it.
+                return None;
+            }
+            if let Some(minutes) = rule["window_minutes"].as_i64() {
+                let periods = (minutes * 60 / i64::from(alarm.period_secs)).clamp(1, 1440) as i32;
+                // Keep the default's share of breaching periods (5 of 5, 10 of 15, 1 of 5).
+                let share =
+                    f64::from(alarm.datapoints_to_alarm) / f64::from(alarm.evaluation_periods);
+                alarm.datapoints_to_alarm =
+                    ((f64::from(periods) * share).ceil() as i32).clamp(1, periods);
+                alarm.evaluation_periods = periods;
+            }
+            if let (Some(t), true) = (rule["threshold"].as_f64(), factor.is_finite()) {
+                alarm.threshold = t * factor;
+            }
+            alarm.severity = match rule["severity"].as_str() {
+                Some("critical") => Severity::Critical,
+                _ => Severity::Warning,
+            };
+            if let Some(title) = rule["title"].as_str() {
+                alarm.title = title.to_string();
+            }
+            Some(alarm)
+        })
+        .collect()
+}
+
 fn alarm_prefix(stack: &str) -> String {
     format!("mlops/{stack}/")
 }
@@ -651,6 +711,59 @@ mod tests {
                 ("ModelVersion".to_string(), "wbc-autoencoder@1".to_string())
             ]
         );
+    }
+
+    /// The user's edits of the service's rules reach the alarms: threshold in the alarm's unit,
+    /// window as periods (the default's share breaching), severity; a removed rule's alarm goes,
+    /// the host's and "unreachable" stay.
+    #[test]
+    fn alarms_follow_the_rules_the_service_evaluates() {
+        let s = stack(Some("i-1"), true);
+        let definitions = serde_json::json!([
+            {"id": "error-rate", "title": "Errors above 10 %", "metric": "system.error_rate", "op": ">",
+             "threshold": 0.1, "window_minutes": 10, "severity": "warning"},
+            {"id": "input-drift", "title": "Input drift", "metric": "data.drift.verdict", "op": "is",
+             "threshold": "drift", "window_minutes": 30, "severity": "critical"},
+            {"id": "anomaly-rate", "title": "Anomalies", "metric": "model.task", "op": "is",
+             "threshold": "x", "window_minutes": 5, "severity": "warning"}
+        ]);
+        let rules = follow_service_rules(s.rules(), &definitions);
+        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "error-rate",
+                "input-drift",
+                "service-unreachable",
+                "host-cpu",
+                "host-status-check"
+            ]
+        );
+        let errors = &rules[0];
+        assert_eq!(errors.threshold, 10.0);
+        assert_eq!(
+            (errors.evaluation_periods, errors.datapoints_to_alarm),
+            (10, 10)
+        );
+        assert_eq!(errors.severity, Severity::Warning);
+        assert_eq!(errors.title, "Errors above 10 %");
+        let drift = &rules[1];
+        assert_eq!(
+            drift.threshold, 1.0,
+            "the drift alarm counts drifted features"
+        );
+        assert_eq!(
+            (drift.evaluation_periods, drift.datapoints_to_alarm),
+            (30, 20)
+        );
+        validate(&s.stack, &rules, &[]).unwrap();
+        // With the defaults in force, nothing moves.
+        let defaults = serde_json::json!([
+            {"id": "error-rate", "title": "Error rate above 5 % for 5 minutes", "metric": "system.error_rate",
+             "op": ">", "threshold": 0.05, "window_minutes": 5, "severity": "critical"}
+        ]);
+        let kept = follow_service_rules(s.rules(), &defaults);
+        assert_eq!(kept[0], s.rules()[0]);
     }
 
     #[test]

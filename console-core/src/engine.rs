@@ -731,12 +731,18 @@ impl Run<'_> {
                 duration.as_secs()
             ),
         )?;
+        let kept = self
+            .engine
+            .history
+            .alert_rules(&self.target.name)?
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok());
         let v = watch::watch(
             exec,
             self.target.port,
             self.target.api_token.as_ref(),
             duration,
             watch::EVERY,
+            kept.as_ref(),
         )
         .await;
         let (ok, msg) = match &v {

@@ -28,12 +28,32 @@ pub async fn http_get_auth(
     path: &str,
     bearer: Option<&Secret>,
 ) -> Result<HttpResponse, String> {
+    http_request(stream, "GET", path, bearer, None).await
+}
+
+/// One HTTP/1.1 request with an optional bearer token and JSON body; reads the whole answer.
+pub async fn http_request(
+    stream: &mut dyn TcpStreamLike,
+    method: &str,
+    path: &str,
+    bearer: Option<&Secret>,
+    json_body: Option<&[u8]>,
+) -> Result<HttpResponse, String> {
     let auth = bearer
         .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
         .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n{auth}Connection: close\r\n\r\n");
+    let body_headers = json_body
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n{auth}{body_headers}Connection: close\r\n\r\n").into_bytes();
+    req.extend_from_slice(json_body.unwrap_or_default());
     stream
-        .write_all(req.as_bytes())
+        .write_all(&req)
         .await
         .map_err(|e| format!("sending the request: {e}"))?;
     let mut raw = Vec::new();

@@ -51,6 +51,12 @@ const MIGRATIONS: &[&str] = &[
         deployment_id INTEGER,
         message TEXT NOT NULL
      );",
+    // 2: the alert rules a person set for a target (no row: the served model's defaults).
+    "CREATE TABLE alert_rules (
+        target TEXT PRIMARY KEY,
+        rules TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +220,34 @@ impl History {
             .lock()
             .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// The alert rules set for `target` (a JSON list as the service takes it), if any were.
+    pub fn alert_rules(&self, target: &str) -> Result<Option<String>, HistoryError> {
+        Ok(self
+            .conn
+            .lock()
+            .unwrap()
+            .query_row(
+                "SELECT rules FROM alert_rules WHERE target = ?1",
+                [target],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Keeps `rules` (a JSON list) for `target`, or forgets them (`None`: the defaults again).
+    pub fn set_alert_rules(&self, target: &str, rules: Option<&str>) -> Result<(), HistoryError> {
+        let c = self.conn.lock().unwrap();
+        match rules {
+            Some(r) => c.execute(
+                "INSERT INTO alert_rules (target, rules, updated_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (target) DO UPDATE SET rules = excluded.rules, updated_at_ms = excluded.updated_at_ms",
+                params![target, r, now_ms()],
+            )?,
+            None => c.execute("DELETE FROM alert_rules WHERE target = ?1", [target])?,
+        };
+        Ok(())
     }
 
     /// A value kept in the meta table, created with `init` the first time it is asked for.
@@ -515,6 +549,24 @@ mod tests {
         drop(h);
         let e = History::open(&path).err().unwrap();
         assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+
+    #[test]
+    fn alert_rules_are_kept_per_target_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.alert_rules("sandbox").unwrap(), None);
+        h.set_alert_rules("sandbox", Some("[1]")).unwrap();
+        h.set_alert_rules("sandbox", Some("[2]")).unwrap();
+        h.set_alert_rules("host-a", Some("[3]")).unwrap();
+        drop(h);
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.alert_rules("sandbox").unwrap().as_deref(), Some("[2]"));
+        assert_eq!(h.alert_rules("host-a").unwrap().as_deref(), Some("[3]"));
+        h.set_alert_rules("sandbox", None).unwrap();
+        assert_eq!(h.alert_rules("sandbox").unwrap(), None);
+        assert_eq!(h.alert_rules("host-a").unwrap().as_deref(), Some("[3]"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! headless against real stand-ins (sshd, a registry, the Docker engine).
 
 pub mod alarms;
+pub mod alert_rules;
 pub mod alert_view;
 pub mod aws;
 pub mod charts;

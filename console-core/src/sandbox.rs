@@ -133,6 +133,9 @@ pub fn companion_binary(name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Share of anomalous rows in the sandbox's steady traffic.
+pub const SANDBOX_ANOMALY_FRACTION: &str = "0.05";
+
 /// Replayed traffic against the sandbox service: a child process, stopped on drop.
 pub struct Traffic {
     child: Child,
@@ -175,6 +178,25 @@ impl Traffic {
             .args(["--scenario", scenario])
             .args(["--rate", &rate.to_string()])
             .args(["--duration", "60m"])
+            // Steady traffic as production sees it: a few anomalous rows, not the tool's 20 %
+            // (which alone moves most features' distributions far enough to read as input drift),
+            // and a drift scenario that moves every feature, so that the input as a whole drifts.
+            .args(
+                scenario
+                    .split(',')
+                    .any(|s| s == "anomalies")
+                    .then_some(["--anomaly-fraction", SANDBOX_ANOMALY_FRACTION])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(
+                scenario
+                    .split(',')
+                    .any(|s| s == "drift")
+                    .then_some(["--drift-features", "all"])
+                    .into_iter()
+                    .flatten(),
+            )
             // An own model's rows (the bundled autoencoder's are the tool's default).
             .args(data.iter().flat_map(|d| {
                 let mut a = vec!["--data".to_string(), d.dir.display().to_string()];

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::health::http_get_auth;
+use crate::health::http_request;
 use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
@@ -35,25 +35,63 @@ impl ServiceClient {
 
     /// GET `path` and parse the JSON body. Errors say what failed and where.
     pub async fn get_json(&self, path: &str) -> Result<Value, String> {
+        self.send_json("GET", path, None).await
+    }
+
+    /// PUT `body` as JSON to `path` and parse the JSON answer.
+    pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.send_json("PUT", path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    async fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Value, String> {
         let addr = self.addr;
         let work = async {
             let mut s = TcpStream::connect(addr).await.map_err(|e| {
                 format!("the service at {addr} is not answering ({e}); is it deployed and running?")
             })?;
-            let r = http_get_auth(&mut s, path, self.token.as_ref()).await?;
+            let r =
+                http_request(&mut s, method, path, self.token.as_ref(), body.as_deref()).await?;
             if r.status != 200 {
+                // The service's errors are {"error": "sentence", ...}.
                 let detail = serde_json::from_str::<Value>(&r.body)
                     .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                    .and_then(|v| {
+                        v["error"]["message"]
+                            .as_str()
+                            .or(v["error"].as_str())
+                            .map(str::to_string)
+                    })
                     .unwrap_or_else(|| r.body.chars().take(200).collect());
-                return Err(format!("GET {path} answered {}: {detail}", r.status));
+                return Err(format!("{method} {path} answered {}: {detail}", r.status));
             }
             serde_json::from_str(&r.body)
-                .map_err(|e| format!("GET {path}: the answer is not JSON ({e})"))
+                .map_err(|e| format!("{method} {path}: the answer is not JSON ({e})"))
         };
         tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| format!("GET {path} on {addr} took longer than {:?}", self.timeout))?
+            .map_err(|_| {
+                format!(
+                    "{method} {path} on {addr} took longer than {:?}",
+                    self.timeout
+                )
+            })?
+    }
+
+    /// Replaces the service's alert rules (`None`: its defaults); answers as
+    /// `GET /v1/monitoring/alerts`. The service checks them against its model; its refusal names
+    /// the rule and the field.
+    pub async fn put_alert_rules(&self, rules: Option<&Value>) -> Result<Value, String> {
+        self.put_json(
+            "/v1/monitoring/alerts/rules",
+            &serde_json::json!({ "rules": rules }),
+        )
+        .await
     }
 
     pub async fn model(&self) -> Result<Value, String> {

@@ -117,6 +117,7 @@ pub async fn watch(
     token: Option<&Secret>,
     duration: Duration,
     every: Duration,
+    kept_rules: Option<&Value>,
 ) -> Verdict {
     let unix = || {
         std::time::SystemTime::now()
@@ -144,7 +145,12 @@ pub async fn watch(
                 return Ok(None);
             }
             let minutes = now / 60 - boundary / 60 + 1;
-            let alerts = get_json(exec, port, "/v1/monitoring/alerts", token).await?;
+            // The rules the console keeps for the target (the new version may not have them yet),
+            // else the version's own.
+            let alerts = match kept_rules {
+                Some(rules) => serde_json::json!({ "rules": rules }),
+                None => get_json(exec, port, "/v1/monitoring/alerts", token).await?,
+            };
             let summary = get_json(
                 exec,
                 port,

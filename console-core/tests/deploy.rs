@@ -293,7 +293,20 @@ async fn the_watch_after_the_switch_rolls_back_a_version_whose_critical_rule_fir
     b.target.api_token = Some(Secret::random_hex(16).unwrap());
     assert_ok(&b.engine.deploy(&b.target, &b.images.v1).await.unwrap());
 
-    // v2 goes live while a client sends garbage: its error rate passes the critical 5 % rule.
+    // The watch judges the rules the console keeps for the target (the new version may not have
+    // them yet): a critical rule of the user's own, on the error rate.
+    b.history()
+        .set_alert_rules(
+            &b.target.name,
+            Some(
+                &serde_json::json!([{"id": "errors-strict", "title": "Any error above 1 %",
+                    "metric": "system.error_rate", "op": ">", "threshold": 0.01,
+                    "window_minutes": 5, "severity": "critical"}])
+                .to_string(),
+            ),
+        )
+        .unwrap();
+    // v2 goes live while a client sends garbage: its error rate passes the critical rule.
     b.target.watch = Some(Duration::from_secs(20));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = refused_requests(b.target.port, stop.clone());
@@ -306,14 +319,14 @@ async fn the_watch_after_the_switch_rolls_back_a_version_whose_critical_rule_fir
     let err = bad.error.clone().unwrap();
     assert!(
         err.contains(
-            "critical alert `error-rate` (Error rate above 5 %) fired: system.error_rate is"
+            "critical alert `errors-strict` (Any error above 1 %) fired: system.error_rate is"
         ) && err.contains("returning to v1"),
         "{err}"
     );
     let steps = b.history().steps(bad.id).unwrap();
     let w = steps.iter().find(|s| s.name == "alert watch").unwrap();
     assert_eq!(w.status, "failed", "{w:#?}");
-    assert!(w.output.contains("error-rate"), "{w:#?}");
+    assert!(w.output.contains("errors-strict"), "{w:#?}");
     let auto = &b.history().deployments(&b.target.name, 10).unwrap()[0];
     assert_eq!(
         (auto.trigger, auto.tag.as_str(), auto.rollback_of),

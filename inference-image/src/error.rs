@@ -48,6 +48,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{}", .0.first().map_or("invalid feedback".to_string(), |p| format!("feedback item {}: {}", p.item, p.problem)))]
     Feedback(Vec<ItemProblem>),
+    /// The request contradicts itself or the service's state (two alert rules with one id).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Overloaded(String),
     #[error("{0}")]
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Feedback(problems) => match problems.first().map(|p| p.refusal) {
                 Some(Refusal::Unknown) => StatusCode::NOT_FOUND,
                 Some(Refusal::Duplicate) => StatusCode::CONFLICT,
@@ -89,6 +93,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Feedback(problems) => match problems.first().map(|p| p.refusal) {
                 Some(Refusal::Unknown) => "not_found",
                 Some(Refusal::Duplicate) => "conflict",

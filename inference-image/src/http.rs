@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
@@ -57,7 +57,12 @@ pub struct AppState {
 const OPENAPI_TEMPLATE: &str = include_str!("openapi.json");
 
 /// The OpenAPI description with the row schemas filled in from the served model's card.
-pub fn openapi_document(card: &ModelCard, limits: &Limits, service_version: &str) -> String {
+pub fn openapi_document(
+    card: &ModelCard,
+    limits: &Limits,
+    service_version: &str,
+    probe: &serde_json::Value,
+) -> String {
     let mut doc: serde_json::Value =
         serde_json::from_str(OPENAPI_TEMPLATE).expect("openapi.json is valid JSON");
     let width = card.width();
@@ -91,7 +96,51 @@ pub fn openapi_document(card: &ModelCard, limits: &Limits, service_version: &str
     doc["paths"]["/v1/monitoring/series"]["get"]["parameters"][0]["schema"]["enum"] =
         json!(metrics);
     specialise_to_task(&mut doc, card);
+    specialise_alert_rules(&mut doc, probe);
     serde_json::to_string(&doc).expect("serializable")
+}
+
+/// A rule as this model's summary (`probe`) can answer it: the metric named among the values the
+/// summary has, with an operator and a threshold its kind can be compared with.
+fn specialise_alert_rules(doc: &mut serde_json::Value, probe: &serde_json::Value) {
+    use crate::alerts::rules::{metric_paths, MAX_RULES, VERDICTS};
+    let paths = metric_paths(probe);
+    let rule = &mut doc["components"]["schemas"]["AlertRule"];
+    let base = rule.clone();
+    let shape = |metrics: &[String], ops: serde_json::Value, threshold: serde_json::Value| {
+        let mut r = base.clone();
+        r["properties"]["metric"]["enum"] = json!(metrics);
+        r["properties"]["op"] = json!({"type": "string", "enum": ops});
+        r["properties"]["threshold"] = threshold;
+        r
+    };
+    let text = json!({"type": "string", "pattern": "\\S"});
+    let mut shapes = vec![
+        shape(
+            &paths.numeric,
+            json!([">", ">=", "<", "<="]),
+            json!({"type": "number"}),
+        ),
+        shape(
+            &paths.other,
+            json!(["is"]),
+            json!({"type": ["number", "string", "boolean"]}),
+        ),
+    ];
+    if !paths.verdicts.is_empty() {
+        shapes.push(shape(
+            &paths.verdicts,
+            json!(["is"]),
+            json!({"type": "string", "enum": VERDICTS}),
+        ));
+    }
+    for s in &mut shapes {
+        s["properties"]["id"]["pattern"] = text["pattern"].clone();
+        s["properties"]["title"]["pattern"] = text["pattern"].clone();
+    }
+    *rule = json!({"anyOf": shapes, "description": base["description"]});
+    doc["components"]["schemas"]["AlertRules"]["properties"]["rules"]["oneOf"][0]["maxItems"] =
+        json!(MAX_RULES);
 }
 
 /// The predict operation's answer for the card's task, and rows that may leave values out when the
@@ -247,6 +296,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/monitoring/summary", get(monitoring_api::summary))
         .route("/v1/monitoring/series", get(monitoring_api::series))
         .route("/v1/monitoring/alerts", get(monitoring_api::alerts))
+        .route(
+            "/v1/monitoring/alerts/rules",
+            put(monitoring_api::put_alert_rules),
+        )
         .route("/metrics", get(monitoring_api::metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)

@@ -112,7 +112,7 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<Arc<AppState>> {
     }
     Ok(Arc::new(AppState {
         engine,
-        openapi: http::openapi_document(&card, &limits, service_version),
+        openapi: http::openapi_document(&card, &limits, service_version, alerts.probe()),
         monitor,
         alerts,
         access,

@@ -13,20 +13,31 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::access::Scope;
+use crate::alerts::RulesRefused;
 use crate::error::ApiError;
 use crate::http::{body_error, json_error, require_json, AppState};
 use crate::monitor::feedback::FeedbackRequest;
 use crate::monitor::{now_secs, series, summary};
+
+/// The JSON body of a monitoring-scope write (feedback, alert rules): the token rule, the content
+/// type, the size limit, then the parse.
+fn json_request<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    state.access.check(headers, Scope::Monitoring)?;
+    require_json(headers)?;
+    let body = body.map_err(|e| body_error(e, state.limits.max_body_bytes))?;
+    serde_json::from_slice(&body).map_err(json_error)
+}
 
 pub async fn feedback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.access.check(&headers, Scope::Monitoring)?;
-    require_json(&headers)?;
-    let body = body.map_err(|e| body_error(e, state.limits.max_body_bytes))?;
-    let req: FeedbackRequest = serde_json::from_slice(&body).map_err(json_error)?;
+    let req: FeedbackRequest = json_request(&state, &headers, body)?;
     let accepted = state.monitor.label(&req).map_err(ApiError::Feedback)?;
     Ok(Json(json!({ "accepted": accepted })))
 }
@@ -55,6 +66,36 @@ pub async fn alerts(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.access.check(&headers, Scope::Monitoring)?;
+    Ok(Json(state.alerts.json()))
+}
+
+/// `PUT /v1/monitoring/alerts/rules` with `{"rules": [...]}` replaces the alert rules (checked
+/// against this model's summary; 422 names the rule and the field) and `{"rules": null}` brings
+/// back the defaults. Answers like `GET /v1/monitoring/alerts`.
+pub async fn put_alert_rules(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: serde_json::Value = json_request(&state, &headers, body)?;
+    let rules =
+        match &req {
+            serde_json::Value::Object(map) if map.len() == 1 && map.contains_key("rules") => {
+                &map["rules"]
+            }
+            _ => return Err(ApiError::Unprocessable(
+                "the body must be {\"rules\": [ ...rules ]} or {\"rules\": null} for the defaults"
+                    .into(),
+            )),
+        };
+    state
+        .alerts
+        .set_rules((!rules.is_null()).then_some(rules))
+        .map_err(|e| match e {
+            RulesRefused::Invalid(m) => ApiError::Unprocessable(m),
+            RulesRefused::Conflict(m) => ApiError::Conflict(m),
+            RulesRefused::Storage(m) => ApiError::Internal(m),
+        })?;
     Ok(Json(state.alerts.json()))
 }
 

@@ -470,3 +470,114 @@ async fn the_endpoint_lists_the_default_rules_and_follows_the_token_rule() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `PUT /v1/monitoring/alerts/rules`: a rule this model cannot answer is refused naming the rule
+/// and the field, and changes nothing; a good list replaces the rules, is kept in the state
+/// directory across a restart, and `null` brings the defaults back. The published document names
+/// the metrics a rule may watch.
+#[tokio::test]
+async fn rules_set_through_the_api_are_checked_kept_and_restored() {
+    let dir = tempdir("put-rules");
+    let args = || {
+        let mut a = common::serve_args();
+        a.state_dir = Some(dir.clone());
+        a
+    };
+    let server = Server::start(args()).await;
+    let put = |body: Value| {
+        server
+            .client
+            .put(server.url("/v1/monitoring/alerts/rules"))
+            .json(&body)
+            .send()
+    };
+    let ids = |a: &Value| -> Vec<String> {
+        a["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let bad = json!({"rules": [
+        {"id": "errors", "metric": "system.error_rate", "op": ">", "threshold": 0.1, "window_minutes": 5, "severity": "critical"},
+        {"id": "nope", "metric": "system.nope", "op": ">", "threshold": 1, "window_minutes": 5, "severity": "warning"}
+    ]});
+    let r = put(bad).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let err: Value = r.json().await.unwrap();
+    let text = err["error"].as_str().unwrap();
+    assert!(
+        text.contains("rule 2 (\"nope\"), field \"metric\"") && text.contains("system.nope"),
+        "{text}"
+    );
+    let r = put(json!({"rule": []})).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let twice = json!({"id": "errors", "metric": "system.error_rate", "op": ">", "threshold": 0.1,
+                       "window_minutes": 5.0, "severity": "critical", "title": null});
+    let r = put(json!({ "rules": [twice, twice] })).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("rule 2 (\"errors\"), field \"id\": duplicate id"),
+        "{err}"
+    );
+    let (_, before) = server.get_json("/v1/monitoring/alerts").await;
+    assert_eq!(before["rules_source"], "defaults");
+    assert_eq!(ids(&before).len(), 6);
+    assert!(!dir.join(inference::alerts::RULES_FILE).exists());
+
+    let good = json!({"rules": [
+        {"id": "error-rate", "title": "Errors above 10 %", "metric": "system.error_rate", "op": ">", "threshold": 0.1, "window_minutes": 10, "severity": "critical"},
+        {"id": "drift-warning", "metric": "data.drift.verdict", "op": "is", "threshold": "warning", "window_minutes": 30, "severity": "warning"}
+    ]});
+    let r = put(good).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let after: Value = r.json().await.unwrap();
+    assert_eq!(after["rules_source"], "api");
+    assert_eq!(ids(&after), ["error-rate", "drift-warning"]);
+    assert_eq!(after["rules"][0]["threshold"], 0.1);
+    assert_eq!(after["rules"][1]["title"], "drift-warning");
+    assert!(dir.join(inference::alerts::RULES_FILE).exists());
+    drop(server);
+
+    let server = Server::start(args()).await;
+    let (_, again) = server.get_json("/v1/monitoring/alerts").await;
+    assert_eq!(again["rules_source"], "api");
+    assert_eq!(ids(&again), ["error-rate", "drift-warning"]);
+    assert_eq!(again["rules"][0]["window_minutes"], 10);
+
+    let r = server
+        .client
+        .put(server.url("/v1/monitoring/alerts/rules"))
+        .json(&json!({"rules": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let defaults: Value = r.json().await.unwrap();
+    assert_eq!(defaults["rules_source"], "defaults");
+    assert_eq!(ids(&defaults).len(), 6);
+    assert!(!dir.join(inference::alerts::RULES_FILE).exists());
+
+    let (_, doc) = server.get_json("/openapi.json").await;
+    let shapes = doc["components"]["schemas"]["AlertRule"]["anyOf"]
+        .as_array()
+        .unwrap();
+    let metrics = |i: usize| shapes[i]["properties"]["metric"]["enum"].to_string();
+    assert!(
+        metrics(0).contains("\"system.error_rate\""),
+        "{}",
+        metrics(0)
+    );
+    assert!(!metrics(0).contains("\"data.drift.verdict\""));
+    assert!(
+        metrics(2).contains("\"data.drift.verdict\""),
+        "{}",
+        metrics(2)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,4 +29,5 @@ pub const ALL: &[&str] = &[
     "own_model_push",
     "alerts",
     "alert_webhook_save",
+    "alert_rules_save",
 ];

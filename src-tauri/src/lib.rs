@@ -65,6 +65,7 @@ pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
         own_model::own_model_push,
         alerts::alerts,
         alerts::alert_webhook_save,
+        alerts::alert_rules_save,
     ])
 }
 

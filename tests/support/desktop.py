@@ -209,6 +209,16 @@ class Console:
         self.log.close()
         compose_down(self.project, self.data / "sandbox")
 
+    def query(self, sql: str) -> list[tuple]:
+        """Rows of `sql` on the app's history database, opened read-only."""
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{self.data / 'history.sqlite'}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+
     def files(self) -> list[Path]:
         """Everything the app wrote to its data directory, and what the app and drivers printed."""
         self.log.flush()

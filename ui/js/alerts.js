@@ -5,6 +5,7 @@
 import { call } from "./api.js";
 import { $, el, svgImage, toast } from "./dom.js";
 import { ago, clock, dashboardRangeFor } from "./format.js";
+import { collectRules, editorRows, VERDICTS } from "./rule_edit.js";
 
 const REFRESH_MS = 15_000;
 const NOTIFY_POLL_MS = 30_000;
@@ -24,7 +25,66 @@ export class Alerts {
       this.saveWebhook($("#webhook-url").value);
     });
     $("#webhook-remove").addEventListener("click", () => this.saveWebhook(""));
+    this.definitions = [];
+    $("#rules-edit").addEventListener("click", () => this.openEditor());
+    $("#rules-cancel").addEventListener("click", () => ($("#rules-editor").hidden = true));
+    $("#rules-editor").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const { rules, error } = collectRules(this.editing, this.readEditor());
+      if (error) $("#rules-editor .form-error").textContent = error;
+      else this.saveRules(rules);
+    });
+    $("#rules-defaults").addEventListener("click", () => this.saveRules(null));
     this.poll();
+  }
+
+  /** Opens the editor on the rules in force now. */
+  openEditor() {
+    this.editing = this.definitions;
+    $("#rules-editor .form-error").textContent = "";
+    const input = (attrs) => el("input", attrs);
+    $("#rules-edit-table tbody").replaceChildren(
+      ...editorRows(this.editing).map((r) =>
+        el("tr", { "data-rule": r.id },
+          el("td", {}, input({ type: "checkbox", class: "rule-keep", checked: r.keep, "aria-label": `Keep ${r.id}` })),
+          el("td", {}, input({ type: "text", class: "rule-title", value: r.title, "aria-label": `Title of ${r.id}` })),
+          el("td", {}, el("code", {}, `${r.metric} ${r.op}`)),
+          el("td", {}, r.verdict
+            ? el("select", { class: "rule-threshold", "aria-label": `Verdict of ${r.id}` },
+                ...VERDICTS.map((v) => el("option", { value: v, selected: v === r.threshold }, v)))
+            : input({ type: "text", class: "rule-threshold", value: r.threshold, inputmode: "decimal", "aria-label": `Threshold of ${r.id}` })),
+          el("td", {}, input({ type: "number", class: "rule-window", min: 1, max: 1440, step: 1, value: r.window, "aria-label": `Window of ${r.id}` })),
+          el("td", {}, el("select", { class: "rule-severity", "aria-label": `Severity of ${r.id}` },
+            ...["warning", "critical"].map((v) => el("option", { value: v, selected: v === r.severity }, v)))))),
+    );
+    $("#rules-editor").hidden = false;
+  }
+
+  readEditor() {
+    return [...$("#rules-edit-table tbody").querySelectorAll("tr")].map((tr) => ({
+      id: tr.dataset.rule,
+      keep: tr.querySelector(".rule-keep").checked,
+      title: tr.querySelector(".rule-title").value,
+      threshold: tr.querySelector(".rule-threshold").value,
+      verdict: tr.querySelector(".rule-threshold").tagName === "SELECT",
+      window: tr.querySelector(".rule-window").value,
+      severity: tr.querySelector(".rule-severity").value,
+    }));
+  }
+
+  /** Sends the rules (null: the model's defaults) to the serving version, which checks them. */
+  async saveRules(rules) {
+    const err = $("#rules-editor .form-error");
+    err.textContent = "";
+    try {
+      const n = await call("alert_rules_save", { target: this.app.target, rules });
+      $("#rules-editor").hidden = true;
+      toast(rules ? `${n} alert rules in force and kept for this target.` : `The model's ${n} default rules are in force again.`);
+      await this.refresh();
+    } catch (e) {
+      err.textContent = e.message;
+      if ($("#rules-editor").hidden) toast(e.message, true);
+    }
   }
 
   async saveWebhook(url) {
@@ -112,6 +172,16 @@ export class Alerts {
         ? `webhook: ${d.delivered} delivered, ${d.failed} failed attempts, ${d.queued} queued${d.dropped ? `, ${d.dropped} dropped` : ""}`
         : "the serving version has no webhook");
     this.showWebhookState(p.webhook_stored);
+    this.definitions = p.definitions;
+    $("#rules-source").textContent =
+      p.rules_source === "api" ? (p.rules_kept ? "Your rules, kept for this target." : "Rules set on the service (not kept by this console).")
+        : p.rules_source === "file" ? "Rules from the service's --alert-rules file."
+          : "The model's default rules.";
+    // Nothing to restore while the model's own rules are in force.
+    $("#rules-defaults").disabled = p.rules_source === "defaults" && !p.rules_kept;
+    const re = $("#rules-error");
+    re.textContent = p.rules_error ?? "";
+    re.hidden = !p.rules_error;
     const cw = $("#alerts-cloudwatch");
     const c = p.cloudwatch;
     cw.hidden = !c;

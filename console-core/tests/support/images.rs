@@ -269,13 +269,11 @@ pub fn remove_stale_images() {
         .lines()
         .filter_map(|l| {
             let (id, owner) = l.split_once(' ')?;
-            let alive = owner
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .and_then(proc_info)
-                .is_some();
-            (!alive).then(|| id.to_string())
+            // No owner label: an intermediate image of a build in progress (the legacy builder adds
+            // `--label`s one step at a time, and a step's parent shows as a dangling image while
+            // the step runs). Removing it would break that build ("unknown parent image ID").
+            let owner = owner.trim().parse::<u32>().ok()?;
+            proc_info(owner).is_none().then(|| id.to_string())
         })
         .collect();
     for id in stale {

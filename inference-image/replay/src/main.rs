@@ -58,7 +58,7 @@ struct Cli {
     /// Column holding the true label (1 = anomaly); a CSV without it counts as all normal.
     #[arg(long, default_value = "label")]
     label_column: String,
-    /// Features the drift scenario shifts, comma-separated [default: the card's first three].
+    /// Features the drift scenario shifts, comma-separated, or `all` [default: the card's first three].
     #[arg(long, value_delimiter = ',')]
     drift_features: Vec<String>,
     /// Drift shift in standard deviations (the card's std).

@@ -166,7 +166,7 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// `drift_features` empty = the card's first three features.
+    /// `drift_features` empty = the card's first three features; `["all"]` = every feature.
     pub fn new(
         plan: Plan,
         model: &ModelInfo,
@@ -179,6 +179,8 @@ impl Generator {
         if plan.drift {
             let chosen: Vec<String> = if drift_features.is_empty() {
                 names.iter().take(3).cloned().collect()
+            } else if drift_features.len() == 1 && drift_features[0].trim() == "all" {
+                names.clone()
             } else {
                 drift_features
                     .iter()
@@ -476,6 +478,16 @@ mod tests {
             let sent: Vec<f64> = row.iter().map(|v| v.as_f64().unwrap()).collect();
             assert_eq!(sent, source.values);
         }
+    }
+
+    #[test]
+    fn drift_of_all_features_shifts_every_one() {
+        let (model, _) = bundled();
+        let mut cfg = config(&[Scenario::Drift], 9);
+        cfg.drift_features = vec!["all".into()];
+        let g = generator(cfg);
+        let chosen: Vec<usize> = g.drift().iter().map(|d| d.index).collect();
+        assert_eq!(chosen, (0..model.features.len()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub struct AlertEvent {
 }
 
 struct Inner {
+    rules: Vec<Rule>,
     states: Vec<RuleState>,
     events: VecDeque<AlertEvent>,
 }
@@ -121,7 +122,6 @@ struct Saved {
 }
 
 pub struct Evaluator {
-    pub rules: Vec<Rule>,
     origin: Origin,
     inner: Mutex<Inner>,
     state_file: Option<PathBuf>,
@@ -163,9 +163,12 @@ impl Evaluator {
             }
         }
         let me = Self {
-            rules,
             origin,
-            inner: Mutex::new(Inner { states, events }),
+            inner: Mutex::new(Inner {
+                rules,
+                states,
+                events,
+            }),
             state_file,
             webhook,
         };
@@ -184,9 +187,56 @@ impl Evaluator {
         }
     }
 
+    /// The rules evaluated now.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.inner.lock().expect("not poisoned").rules.clone()
+    }
+
+    /// Replaces the rules. A rule kept with the same id, metric, comparison, threshold and window
+    /// keeps its state (a firing rule stays firing, nothing is emitted); any other starts ok now.
+    /// A removed rule is dropped without a "resolved" event: nobody watches it any more.
+    pub fn replace_rules(&self, rules: Vec<Rule>) {
+        let now = now_secs();
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let states = rules
+            .iter()
+            .map(|new| {
+                inner
+                    .rules
+                    .iter()
+                    .zip(&inner.states)
+                    .find(|(old, _)| same_condition(old, new))
+                    .map_or_else(|| RuleState::new(now), |(_, s)| s.clone())
+            })
+            .collect();
+        inner.rules = rules;
+        inner.states = states;
+        let saved = self.saved(&inner);
+        drop(inner);
+        if let (Some(path), Some(saved)) = (&self.state_file, saved) {
+            if let Err(e) = save(path, &saved) {
+                tracing::warn!(path = %path.display(), "could not save the alert state ({e})");
+            }
+        }
+    }
+
+    fn saved(&self, inner: &Inner) -> Option<Saved> {
+        self.state_file.as_ref().map(|_| Saved {
+            version: 1,
+            rules: inner
+                .rules
+                .iter()
+                .zip(&inner.states)
+                .map(|(r, s)| (r.id.clone(), s.clone()))
+                .collect(),
+            events: inner.events.iter().cloned().collect(),
+        })
+    }
+
     /// The windows (minutes) the rules use, each once.
     pub fn windows(&self) -> Vec<u64> {
-        let mut w: Vec<u64> = self.rules.iter().map(|r| r.window_minutes).collect();
+        let inner = self.inner.lock().expect("not poisoned");
+        let mut w: Vec<u64> = inner.rules.iter().map(|r| r.window_minutes).collect();
         w.sort_unstable();
         w.dedup();
         w
@@ -197,7 +247,8 @@ impl Evaluator {
     pub fn evaluate(&self, summaries: &BTreeMap<u64, Value>, at: i64) -> Vec<AlertEvent> {
         let mut inner = self.inner.lock().expect("not poisoned");
         let mut emitted = Vec::new();
-        for (rule, state) in self.rules.iter().zip(inner.states.iter_mut()) {
+        let Inner { rules, states, .. } = &mut *inner;
+        for (rule, state) in rules.iter().zip(states.iter_mut()) {
             let value = summaries
                 .get(&rule.window_minutes)
                 .and_then(|s| lookup(s, &rule.metric));
@@ -210,16 +261,7 @@ impl Evaluator {
         }
         inner.events.extend(emitted.iter().cloned());
         self.prune(&mut inner, at);
-        let saved = self.state_file.as_ref().map(|_| Saved {
-            version: 1,
-            rules: self
-                .rules
-                .iter()
-                .zip(&inner.states)
-                .map(|(r, s)| (r.id.clone(), s.clone()))
-                .collect(),
-            events: inner.events.iter().cloned().collect(),
-        });
+        let saved = self.saved(&inner);
         drop(inner);
         for e in &emitted {
             match e.state.as_str() {
@@ -276,11 +318,9 @@ impl Evaluator {
         self.evaluate(&summaries, now_secs())
     }
 
-    /// Evaluates every `every` on a blocking thread until the runtime stops.
+    /// Evaluates every `every` on a blocking thread until the runtime stops (with no rules, a tick
+    /// computes nothing; rules may arrive later through `PUT /v1/monitoring/alerts/rules`).
     pub fn spawn(self: Arc<Self>, monitor: Arc<Monitor>, every: Duration) {
-        if self.rules.is_empty() {
-            return;
-        }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -296,7 +336,7 @@ impl Evaluator {
     pub fn snapshot(&self) -> (Vec<Value>, Vec<AlertEvent>) {
         let mut inner = self.inner.lock().expect("not poisoned");
         self.prune(&mut inner, now_secs());
-        let rules = self
+        let rules = inner
             .rules
             .iter()
             .zip(&inner.states)
@@ -311,6 +351,15 @@ impl Evaluator {
             .collect();
         (rules, inner.events.iter().cloned().collect())
     }
+}
+
+/// Whether two rules watch the same thing the same way (their title and severity may differ).
+fn same_condition(a: &Rule, b: &Rule) -> bool {
+    a.id == b.id
+        && a.metric == b.metric
+        && a.op == b.op
+        && a.threshold == b.threshold
+        && a.window_minutes == b.window_minutes
 }
 
 fn save(path: &Path, saved: &Saved) -> std::io::Result<()> {
@@ -466,5 +515,41 @@ mod tests {
         let fresh = evaluator(Some(&dir));
         assert_eq!(fresh.snapshot().0[0]["state"], "ok");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Replacing the rules keeps the state of a rule that watches the same thing the same way
+    /// (a firing one stays firing and does not fire again) and starts any other one ok.
+    #[test]
+    fn replaced_rules_keep_the_state_of_unchanged_conditions() {
+        let ev = evaluator(None);
+        let now = now_secs();
+        assert_eq!(
+            ev.evaluate(&summaries(json!(0.5), json!("drift")), now)
+                .len(),
+            2
+        );
+        let mut errors = rule("errors", "system.error_rate", Op::Gt, json!(0.05), 1);
+        errors.title = "renamed".into();
+        errors.severity = Severity::Warning;
+        let stricter = rule("drift", "data.drift.verdict", Op::Is, json!("warning"), 15);
+        ev.replace_rules(vec![stricter, errors]);
+        let (rules, _) = ev.snapshot();
+        assert_eq!(rules[0]["id"], "drift");
+        assert_eq!(rules[0]["state"], "ok");
+        assert_eq!(rules[1]["state"], "firing");
+        assert_eq!(rules[1]["since"], now);
+        assert_eq!(rules[1]["title"], "renamed");
+        // The kept rule does not fire again; the changed one fires on its own new condition.
+        let events = ev.evaluate(&summaries(json!(0.5), json!("warning")), now + 60);
+        assert_eq!(
+            states(&events),
+            [("drift".to_string(), "firing".to_string())]
+        );
+        assert_eq!(ev.windows(), [1, 15]);
+        ev.replace_rules(Vec::new());
+        assert!(ev
+            .evaluate(&summaries(json!(0.0), json!("ok")), now + 120)
+            .is_empty());
+        assert!(ev.windows().is_empty());
     }
 }

@@ -76,10 +76,20 @@ impl Default for AlertArgs {
     }
 }
 
+/// Where the rules set through the API are kept, in the state directory.
+pub const RULES_FILE: &str = "alert-rules.json";
+
 /// The alerting of one service: its evaluator and, when configured, its webhook.
 pub struct Alerts {
     pub evaluator: Arc<Evaluator>,
     pub webhook: Option<Arc<Webhook>>,
+    /// The empty-window summary the rules are checked against (every metric path this model has).
+    probe: Value,
+    task: crate::card::Task,
+    /// Where rules set through the API are saved (with a state directory).
+    rules_file: Option<PathBuf>,
+    /// Where the rules in force come from: "file", "api" or "defaults".
+    source: std::sync::Mutex<&'static str>,
 }
 
 impl Alerts {
@@ -92,9 +102,25 @@ impl Alerts {
         state_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
         let probe = rules::probe_summary(monitor);
-        let rules = match &args.rules {
-            Some(path) => rules::load(path, &probe).map_err(anyhow::Error::msg)?,
-            None => rules::defaults(monitor.card.task, &probe),
+        let rules_file = state_dir.map(|d| d.join(RULES_FILE));
+        let (rules, source) = match &args.rules {
+            Some(path) => (
+                rules::load(path, &probe).map_err(anyhow::Error::msg)?,
+                "file",
+            ),
+            None => match rules_file.as_deref().filter(|p| p.exists()) {
+                // Rules set through the API by an earlier run. Another model may have started on
+                // this state directory since: rules its summary cannot answer give way to the
+                // defaults (said in the log) rather than stopping the service.
+                Some(path) => match rules::load(path, &probe) {
+                    Ok(rules) => (rules, "api"),
+                    Err(e) => {
+                        tracing::warn!("{e}; using the default rules");
+                        (rules::defaults(monitor.card.task, &probe), "defaults")
+                    }
+                },
+                None => (rules::defaults(monitor.card.task, &probe), "defaults"),
+            },
         };
         let webhook = match &args.webhook_url {
             Some(url) => Some(
@@ -117,7 +143,58 @@ impl Alerts {
             state_dir,
             webhook.as_ref().map(Arc::clone),
         ));
-        Ok(Self { evaluator, webhook })
+        Ok(Self {
+            evaluator,
+            webhook,
+            probe,
+            task: monitor.card.task,
+            rules_file,
+            source: std::sync::Mutex::new(source),
+        })
+    }
+
+    /// The empty-window summary rules are checked against.
+    pub fn probe(&self) -> &Value {
+        &self.probe
+    }
+
+    /// `PUT /v1/monitoring/alerts/rules`: `rules` (a JSON list, checked like a rule file) replace
+    /// the rules in force; `None` brings back the task's defaults. Saved in the state directory so
+    /// a restart keeps them (unless `--alert-rules` names a file, which wins at start-up). The
+    /// error is one sentence naming the rule and the field.
+    pub fn set_rules(&self, rules: Option<&Value>) -> Result<(), RulesRefused> {
+        if let Some(e) = rules
+            .and_then(Value::as_array)
+            .and_then(|l| rules::duplicate_id(l))
+        {
+            return Err(RulesRefused::Conflict(e));
+        }
+        let (parsed, source) = match rules {
+            Some(list) => (
+                rules::parse(&list.to_string(), &self.probe).map_err(RulesRefused::Invalid)?,
+                "api",
+            ),
+            None => (rules::defaults(self.task, &self.probe), "defaults"),
+        };
+        if let Some(path) = &self.rules_file {
+            let written = match source {
+                "api" => save_rules(path, &parsed),
+                _ => match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            written.map_err(|e| {
+                RulesRefused::Storage(format!(
+                    "the rules could not be saved in {} ({e}); nothing changed",
+                    path.display()
+                ))
+            })?;
+        }
+        tracing::info!(rules = parsed.len(), source, "alert rules replaced");
+        self.evaluator.replace_rules(parsed);
+        *self.source.lock().expect("not poisoned") = source;
+        Ok(())
     }
 
     /// Starts the evaluator and the delivery worker on the current runtime.
@@ -126,7 +203,7 @@ impl Alerts {
             w.spawn();
         }
         tracing::info!(
-            rules = self.evaluator.rules.len(),
+            rules = self.evaluator.rules().len(),
             interval_secs = every.as_secs_f64(),
             webhook = self.webhook.as_ref().map_or("none", |w| w.origin()),
             "alerting started"
@@ -143,6 +220,24 @@ impl Alerts {
                 json!({"configured": false, "delivered": 0, "failed": 0, "dropped": 0, "queued": 0})
             }
         };
-        json!({"rules": rules, "events": events, "delivery": delivery})
+        let source = *self.source.lock().expect("not poisoned");
+        json!({"rules": rules, "rules_source": source, "events": events, "delivery": delivery})
     }
+}
+
+/// Why `PUT /v1/monitoring/alerts/rules` changed nothing.
+#[derive(Debug)]
+pub enum RulesRefused {
+    /// A rule this model cannot evaluate, or a malformed one (422).
+    Invalid(String),
+    /// Two rules with one id (409).
+    Conflict(String),
+    /// The state directory could not keep them (500).
+    Storage(String),
+}
+
+fn save_rules(path: &std::path::Path, rules: &[rules::Rule]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(rules)?)?;
+    std::fs::rename(&tmp, path)
 }

@@ -248,6 +248,86 @@ pub fn probe_summary(monitor: &crate::monitor::Monitor) -> Value {
     crate::monitor::summary::summarize(monitor, &bucket, 0, 60, now)
 }
 
+/// The first rule whose id (trimmed) an earlier rule already has, as the error to report.
+pub fn duplicate_id(items: &[Value]) -> Option<String> {
+    let mut seen = HashSet::new();
+    items.iter().enumerate().find_map(|(i, item)| {
+        let id = item.get("id")?.as_str()?.trim();
+        (!id.is_empty() && !seen.insert(id)).then(|| {
+            format!(
+                "rule {} ({id:?}), field \"id\": duplicate id; every rule needs its own",
+                i + 1
+            )
+        })
+    })
+}
+
+/// Most rules in one list.
+pub const MAX_RULES: usize = 100;
+
+/// The metrics a rule can watch in a summary shaped like `probe`, by what they can be compared
+/// with: numbers (and values null in an empty window) for `>`, `>=`, `<`, `<=`; verdicts for
+/// `is` with one of [`VERDICTS`]; everything that is not a verdict for `is` with any threshold.
+#[derive(Debug, Default, PartialEq)]
+pub struct MetricPaths {
+    pub numeric: Vec<String>,
+    pub verdicts: Vec<String>,
+    pub other: Vec<String>,
+}
+
+pub fn metric_paths(probe: &Value) -> MetricPaths {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut MetricPaths) {
+        let name = || path.join(".");
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map
+                    .iter()
+                    .filter(|(k, _)| !k.is_empty() && !k.contains('.'))
+                {
+                    path.push(k.clone());
+                    walk(child, path, out);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    // Elements named by `name` or `class` (what `lookup` finds); the first of a
+                    // name wins, as in `lookup`.
+                    let Some(key) = item["name"].as_str().or(item["class"].as_str()) else {
+                        continue;
+                    };
+                    let seen = items
+                        .iter()
+                        .position(|i| i["name"] == key || i["class"] == key);
+                    if seen.map(|at| std::ptr::eq(&items[at], item)) != Some(true)
+                        || key.contains('.')
+                    {
+                        continue;
+                    }
+                    path.push(key.to_string());
+                    walk(item, path, out);
+                    path.pop();
+                }
+            }
+            Value::Null => {
+                out.numeric.push(name());
+                out.other.push(name());
+            }
+            Value::Number(_) => {
+                out.numeric.push(name());
+                out.other.push(name());
+            }
+            Value::String(_) if path.last().is_some_and(|l| l.ends_with("verdict")) => {
+                out.verdicts.push(name())
+            }
+            Value::String(_) | Value::Bool(_) => out.other.push(name()),
+        }
+    }
+    let mut out = MetricPaths::default();
+    walk(probe, &mut Vec::new(), &mut out);
+    out
+}
+
 /// Reads and checks a rule file against `probe`.
 pub fn load(path: &Path, probe: &Value) -> Result<Vec<Rule>, String> {
     let text = std::fs::read_to_string(path)
@@ -261,7 +341,15 @@ pub fn parse(text: &str, probe: &Value) -> Result<Vec<Rule>, String> {
     let Value::Array(items) = value else {
         return Err("must be a JSON list of rules ([{\"id\": ..., ...}, ...])".into());
     };
-    let mut seen = HashSet::new();
+    if items.len() > MAX_RULES {
+        return Err(format!(
+            "{} rules is more than the {MAX_RULES} a service evaluates",
+            items.len()
+        ));
+    }
+    if let Some(e) = duplicate_id(&items) {
+        return Err(e);
+    }
     let mut rules = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let rule = parse_rule(item, probe).map_err(|(field, problem)| {
@@ -275,13 +363,6 @@ pub fn parse(text: &str, probe: &Value) -> Result<Vec<Rule>, String> {
             };
             format!("{name}, field {field:?}: {problem}")
         })?;
-        if !seen.insert(rule.id.clone()) {
-            return Err(format!(
-                "rule {} ({:?}), field \"id\": duplicate id; every rule needs its own",
-                i + 1,
-                rule.id
-            ));
-        }
         rules.push(rule);
     }
     Ok(rules)
@@ -353,7 +434,12 @@ fn parse_rule(item: &Value, probe: &Value) -> Result<Rule, (&'static str, String
     };
     let window_minutes = match map.get("window_minutes") {
         None | Some(Value::Null) => return Err(("window_minutes", "missing".into())),
-        Some(w) => match w.as_u64() {
+        // A whole number, also when written 10.0 (JSON Schema's integers include it).
+        Some(w) => match w.as_u64().or_else(|| {
+            w.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e6)
+                .map(|f| f as u64)
+        }) {
             Some(n) if (1..=MAX_WINDOW_MINUTES).contains(&n) => n,
             _ => {
                 return Err((
@@ -613,5 +699,44 @@ mod tests {
         assert_eq!(lookup(&s, "a.b.y.v"), Some(&json!(2)));
         assert_eq!(lookup(&s, "a.b.z.v"), None);
         assert_eq!(lookup(&s, "a.c"), None);
+    }
+
+    /// The paths the published schema offers are exactly what the parser accepts: every numeric
+    /// path with `>`, every verdict with `is "drift"`, every other value with `is`.
+    #[test]
+    fn every_offered_metric_is_accepted_with_its_operators() {
+        let probe = probe();
+        let paths = metric_paths(&probe);
+        assert!(paths.numeric.contains(&"system.error_rate".to_string()));
+        assert!(paths
+            .numeric
+            .contains(&"data.features.mean_radius.drift.psi".to_string()));
+        assert!(paths.verdicts.contains(&"data.drift.verdict".to_string()));
+        assert!(paths.other.contains(&"model.task".to_string()));
+        assert!(paths.numeric.len() > 50, "{}", paths.numeric.len());
+        let try_rule = |metric: &str, op: &str, threshold: Value| {
+            let rule = json!([{"id": "r", "metric": metric, "op": op, "threshold": threshold,
+                               "window_minutes": 5, "severity": "warning"}]);
+            parse(&rule.to_string(), &probe)
+        };
+        for m in &paths.numeric {
+            try_rule(m, ">", json!(1.5)).unwrap();
+        }
+        for m in &paths.verdicts {
+            try_rule(m, "is", json!("drift")).unwrap();
+            assert!(try_rule(m, ">", json!(1)).is_err(), "{m}");
+            assert!(try_rule(m, "is", json!("maybe")).is_err(), "{m}");
+        }
+        for m in &paths.other {
+            try_rule(m, "is", json!(true)).unwrap();
+        }
+        let too_many: Vec<Value> = (0..=MAX_RULES)
+            .map(|i| {
+                json!({"id": format!("r{i}"), "metric": "system.error_rate", "op": ">",
+                            "threshold": 1, "window_minutes": 5, "severity": "warning"})
+            })
+            .collect();
+        let err = parse(&Value::from(too_many).to_string(), &probe).unwrap_err();
+        assert!(err.contains("more than the 100"), "{err}");
     }
 }

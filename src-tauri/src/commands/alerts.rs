@@ -1,6 +1,7 @@
 //! The Alerts page: the serving version's rules, their state and 7 days of firings; desktop
 //! notifications for new firings while the app is open; the alert webhook URL in the keychain.
 
+use console_core::alert_rules::{self, Reconciled};
 use console_core::alert_view::{self, AlertsView, Notice};
 use console_core::vault::{webhook_problem, SecretName};
 use console_core::Secret;
@@ -23,6 +24,14 @@ pub struct AlertsPage {
     pub webhook_stored: bool,
     /// On a provisioned EC2 stack: the CloudWatch alarms that mail the stack's addresses.
     pub cloudwatch: Option<CloudAlarms>,
+    /// The rules as the service takes them (for the editor), and where they come from: "defaults",
+    /// "file" or "api".
+    pub definitions: serde_json::Value,
+    pub rules_source: String,
+    /// Rules are kept for this target in the console's database.
+    pub rules_kept: bool,
+    /// Why the kept rules are not in force (the serving version refused them).
+    pub rules_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -51,9 +60,26 @@ pub async fn alerts<R: Runtime>(
         )));
     }
     let client = state.service(&target).await?;
-    let answer = alert_view::fetch(&client)
+    let mut answer = alert_view::fetch(&client)
         .await
         .map_err(|e| AppError::new("monitoring", e))?;
+    let name = state.history_name(&target)?;
+    let history = state.engine.history();
+    let mut rules_error = None;
+    // A version that started with its defaults gets the rules kept for this target.
+    match alert_rules::reconcile(&client, history, &name, Some(&answer)).await {
+        Ok(Reconciled::Sent) => {
+            answer = alert_view::fetch(&client)
+                .await
+                .map_err(|e| AppError::new("monitoring", e))?;
+        }
+        Ok(_) => {}
+        Err(e) => rules_error = Some(e),
+    }
+    let rules_kept = history
+        .alert_rules(&name)
+        .map_err(|e| AppError::new("history", e.to_string()))?
+        .is_some();
     let now = console_core::history::now_ms() / 1000;
     let view =
         alert_view::view(&answer, now, utc_offset_s).map_err(|e| AppError::new("monitoring", e))?;
@@ -109,7 +135,44 @@ pub async fn alerts<R: Runtime>(
         notify_error,
         webhook_stored,
         cloudwatch,
+        definitions: alert_rules::definitions(&answer),
+        rules_source: answer["rules_source"]
+            .as_str()
+            .unwrap_or("defaults")
+            .to_string(),
+        rules_kept,
+        rules_error,
     })
+}
+
+/// Sets the target's alert rules (None: the served model's defaults). The serving version checks
+/// them against its model and evaluates them from now on; the console keeps what it took, gives
+/// them to every later version, and on an EC2 stack moves the CloudWatch alarms to them. Returns
+/// how many rules are in force.
+#[tauri::command]
+pub async fn alert_rules_save(
+    state: State<'_, AppState>,
+    target: String,
+    rules: Option<serde_json::Value>,
+) -> AppResult<usize> {
+    let client = state.service(&target).await?;
+    let name = state.history_name(&target)?;
+    let answer = alert_rules::set(&client, state.engine.history(), &name, rules.as_ref())
+        .await
+        .map_err(AppError::invalid)?;
+    if target == "remote" {
+        super::cloud::forget_applied_alarms(&state)?;
+        if let Err(e) = super::cloud::refresh_alarms(&state).await {
+            return Err(AppError::new(
+                "alarms",
+                format!(
+                    "the service took the rules, but the CloudWatch alarms were not moved: {}",
+                    e.message
+                ),
+            ));
+        }
+    }
+    Ok(answer["rules"].as_array().map_or(0, Vec::len))
 }
 
 /// Stores the target's alert webhook URL in the keychain (None or empty removes it). The service

@@ -264,8 +264,19 @@ pub async fn refresh_alarms(state: &AppState) -> AppResult<Option<(Vec<String>, 
             .collect();
         return Ok(Some((names, version)));
     }
+    // The alarms follow the rules the service evaluates (the user's, or its defaults).
+    let definitions = match state
+        .service("remote")
+        .await?
+        .get_json("/v1/monitoring/alerts")
+        .await
+    {
+        Ok(answer) => console_core::alert_rules::definitions(&answer),
+        Err(e) => return Err(AppError::new("monitoring", e)),
+    };
+    let rules = console_core::alarms::follow_service_rules(stack.rules(), &definitions);
     let applied = a
-        .apply(&stack, &stack.rules(), &settings.ec2.alert_emails)
+        .apply(&stack, &rules, &settings.ec2.alert_emails)
         .await
         .map_err(|e| AppError::new("alarms", e.to_string()))?;
     let mut settings = state.settings();
@@ -273,6 +284,16 @@ pub async fn refresh_alarms(state: &AppState) -> AppResult<Option<(Vec<String>, 
     settings.save(&state.settings_path)?;
     *state.settings.lock().unwrap() = settings;
     Ok(Some((applied.alarms, version)))
+}
+
+/// Makes the next [`refresh_alarms`] put the alarms again (the rules they follow changed).
+pub fn forget_applied_alarms(state: &AppState) -> AppResult<()> {
+    let mut settings = state.settings();
+    if settings.ec2.alarms_for.take().is_some() {
+        settings.save(&state.settings_path)?;
+        *state.settings.lock().unwrap() = settings;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]

@@ -87,10 +87,17 @@ pub async fn deploy(
     Ok(d)
 }
 
-/// After a deploy or a rollback on a provisioned EC2 stack, its CloudWatch alarms move to the
-/// version now serving. A failure does not undo the deploy: it is logged, and the Alerts page
-/// (which tries again) shows it.
+/// After a deploy or a rollback: the version now serving gets the alert rules kept for the
+/// target, and on a provisioned EC2 stack the CloudWatch alarms move to it. A failure does not undo
+/// the deploy: it is logged, and the Alerts page (which tries again) shows it.
 async fn follow_with_alarms(state: &AppState, target: &str) {
+    if let (Ok(client), Ok(name)) = (state.service(target).await, state.history_name(target)) {
+        if let Err(e) =
+            console_core::alert_rules::reconcile(&client, state.engine.history(), &name, None).await
+        {
+            tracing::warn!("alert rules not given to the new version: {e}");
+        }
+    }
     if target != "remote" {
         return;
     }
