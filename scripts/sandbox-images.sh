@@ -21,6 +21,11 @@ log() { echo "sandbox-images: $*" >&2; }
 [ -x "$BIN" ] || { log "no inference binary at $BIN; build it with cargo build --release -p inference-image"; exit 1; }
 [ -f "${ORT_DYLIB_PATH:-}" ] || { log "ORT_DYLIB_PATH does not name libonnxruntime.so.$ORT_VERSION; run scripts/setup.sh"; exit 1; }
 
+# Two test processes may ask at once: the second waits for the first, then finds the images.
+mkdir -p "$MLOPS_CACHE"
+exec 8>"$MLOPS_CACHE/.sandbox-images.lock"
+flock 8
+
 # The inputs' digest labels the images; unchanged inputs mean nothing to do.
 inputs=$( { sha256sum "$BIN" "$ORT_DYLIB_PATH" inference-image/Dockerfile; find inference-image/model/wbc-autoencoder -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
 have=$(docker image inspect -f '{{index .Config.Labels "mlops.sandbox.inputs"}}' "$REPO:broken" 2>/dev/null || true)

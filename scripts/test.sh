@@ -18,6 +18,7 @@ report() {
   local rc=$?
   # A stage that failed ends the run: the deploy tests in the background end with it.
   [ -z "${deploy_pid:-}" ] || kill "$deploy_pid" 2>/dev/null || true
+  [ -z "${journey_pid:-}" ] || kill "$journey_pid" 2>/dev/null || true
   printf '\n=== stage times\n'
   printf '%s\n' "${STAGES[@]}"
   printf '%6d s  total (exit %d)\n' $((SECONDS - SUITE_START)) "$rc"
@@ -107,18 +108,34 @@ deploy_log=$(mktemp)
 deploy_t0=$SECONDS
 (cd console-core && exec "$deploy_bin") >"$deploy_log" 2>&1 &
 deploy_pid=$!
-deploy_tests() {
+# background_done PID LOG T0: waits for tests started in the background, shows their output and how
+# long they ran; their failure is the stage's.
+background_done() {
   local rc=0
-  wait "$deploy_pid" || rc=$?
-  cat "$deploy_log"
-  echo "(ran in the background for $((SECONDS - deploy_t0)) s)"
+  wait "$1" || rc=$?
+  cat "$2"
+  echo "(ran in the background for $((SECONDS - $3)) s)"
   return "$rc"
 }
-
-MLOPS_DEPLOY_TESTS_RUN_APART=1 stage "cargo test (release; the deploy tests apart)" cargo test "${CARGO_TEST_FLAGS[@]}"
 
 export INFERENCE_BIN="$CARGO_TARGET_DIR/release/inference"
 export MLOPS_REPLAY_BIN="$CARGO_TARGET_DIR/release/replay"
 export MLOPS_CONSOLE_BIN="$CARGO_TARGET_DIR/release/mlops-console"
-stage "system tests (pytest)" python -m pytest tests -q -rs --durations=15
-stage "deploy tests (console-core/tests/deploy.rs, in the background since cargo test)" deploy_tests
+
+# The sandbox journey through the window (about 4 minutes, most of them waiting for the service's
+# once-a-minute alert evaluations) runs in the background too, beside cargo test and the other
+# system tests: its X display (Xvfb picks a free one), ports, compose project, keychain and data
+# directory are its own, and the sandbox images it shares are built under a lock.
+journey=tests/test_desktop_e2e.py::test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback
+journey_log=$(mktemp)
+journey_t0=$SECONDS
+python -m pytest "$journey" -q -rs --durations=5 >"$journey_log" 2>&1 &
+journey_pid=$!
+
+MLOPS_DEPLOY_TESTS_RUN_APART=1 stage "cargo test (release; the deploy tests apart)" cargo test "${CARGO_TEST_FLAGS[@]}"
+
+stage "system tests (pytest; the sandbox journey apart)" python -m pytest tests -q -rs --durations=15 --deselect "$journey"
+stage "sandbox journey (tests/test_desktop_e2e.py, in the background since cargo test)" \
+  background_done "$journey_pid" "$journey_log" "$journey_t0"
+stage "deploy tests (console-core/tests/deploy.rs, in the background since cargo test)" \
+  background_done "$deploy_pid" "$deploy_log" "$deploy_t0"

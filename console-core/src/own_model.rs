@@ -205,13 +205,25 @@ fn valid_tag(tag: &str) -> bool {
     crate::image_push::valid_tag(tag) && !tag.bytes().any(|b| b.is_ascii_uppercase())
 }
 
+/// The card builder: the service's binary and, for an installed console, the ONNX Runtime library
+/// bundled beside it (`ORT_DYLIB_PATH` set by the user wins).
+#[derive(Clone, Debug)]
+pub struct CardBuilder {
+    pub inference: PathBuf,
+    pub bundled_ort: Option<PathBuf>,
+}
+
 /// Runs the card builder on `r` and keeps the model directory under `data_dir`, named by its tag.
-pub async fn inspect(inference: &Path, data_dir: &Path, r: &Request) -> Result<Inspection, String> {
+pub async fn inspect(
+    builder: &CardBuilder,
+    data_dir: &Path,
+    r: &Request,
+) -> Result<Inspection, String> {
     check_request(r)?;
     let root = data_dir.join("own-models");
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     let staging = tempfile_dir(&root)?;
-    let result = run_card(inference, r, &staging).await;
+    let result = run_card(builder, r, &staging).await;
     let out = match result {
         Ok(()) => finish(&staging, data_dir, r),
         Err(e) => Err(e),
@@ -230,8 +242,15 @@ fn tempfile_dir(root: &Path) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-async fn run_card(inference: &Path, r: &Request, out: &Path) -> Result<(), String> {
-    let child = Command::new(inference)
+async fn run_card(builder: &CardBuilder, r: &Request, out: &Path) -> Result<(), String> {
+    let inference = &builder.inference;
+    let mut command = Command::new(inference);
+    if let Some(ort) = &builder.bundled_ort {
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            command.env("ORT_DYLIB_PATH", ort);
+        }
+    }
+    let child = command
         .args(card_args(r, &out.join("model")))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -88,19 +88,23 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -
 
 
 class Xvfb:
-    """A virtual X display on the first free number from :90."""
+    """A virtual X display; Xvfb itself picks a free number (-displayfd), so that test processes
+    started at the same moment never race for one."""
 
     def __init__(self) -> None:
-        n = next(i for i in range(90, 200)
-                 if not Path(f"/tmp/.X11-unix/X{i}").exists() and not Path(f"/tmp/.X{i}-lock").exists())
-        self.proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{n}").exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("Xvfb did not start")
-            time.sleep(0.05)
-        self.display = f":{n}"
+        read, write = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                ["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write,))
+        finally:
+            os.close(write)
+        with os.fdopen(read) as r:
+            number = r.readline().strip()  # written once the display accepts clients
+        if not number.isdigit():
+            self.proc.kill()
+            raise RuntimeError(f"Xvfb did not start (exit code {self.proc.wait(timeout=10)})")
+        self.display = f":{number}"
 
     def close(self) -> None:
         self.proc.terminate()

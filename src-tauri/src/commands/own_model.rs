@@ -3,10 +3,10 @@
 //! push it to the remote host's registry when it is to run there.
 
 use console_core::image_push::{self, PushTarget};
-use console_core::own_model::{self, Inspection, Request};
+use console_core::own_model::{self, CardBuilder, Inspection, Request};
 use console_core::sandbox::{self, companion_binary};
 use console_core::vault::SecretName;
-use tauri::State;
+use tauri::{AppHandle, Manager, Runtime, State};
 
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -15,7 +15,8 @@ use crate::state::AppState;
 const BASE_TAG: &str = "v1";
 
 #[tauri::command]
-pub async fn own_model_inspect(
+pub async fn own_model_inspect<R: Runtime>(
+    app: AppHandle<R>,
     state: State<'_, AppState>,
     request: Request,
 ) -> AppResult<Inspection> {
@@ -25,9 +26,30 @@ pub async fn own_model_inspect(
             "the service's card builder (`inference`) is not installed beside the console; build it with `cargo build --release -p inference-image --bin inference` or set MLOPS_INFERENCE_BIN",
         )
     })?;
-    own_model::inspect(&inference, &state.data_dir, &request)
+    let builder = CardBuilder {
+        inference,
+        bundled_ort: bundled_ort(&app),
+    };
+    own_model::inspect(&builder, &state.data_dir, &request)
         .await
         .map_err(AppError::invalid)
+}
+
+/// ONNX Runtime's library as an installed package carries it (`onnxruntime/` in the app's
+/// resources, from src-tauri/tauri.bundle.json); None in a build from source, which uses the
+/// library `scripts/env.sh` names.
+fn bundled_ort<R: Runtime>(app: &AppHandle<R>) -> Option<std::path::PathBuf> {
+    let dir = app.path().resource_dir().ok()?.join("onnxruntime");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libonnxruntime.so")
+                    || n.starts_with("libonnxruntime.") && n.ends_with(".dylib")
+                    || n == "onnxruntime.dll"
+            })
+        })
 }
 
 /// Builds `mlops-sandbox/inference:<tag>` for an inspected model; returns what was done.
