@@ -236,9 +236,8 @@ pub async fn refresh_alarms(state: &AppState) -> AppResult<Option<(Vec<String>, 
     let Some((name, instance, region)) = ec2_stack(state) else {
         return Ok(None);
     };
-    let model = state
-        .service("remote")
-        .await?
+    let client = state.service("remote").await?;
+    let model = client
         .model()
         .await
         .map_err(|e| AppError::new("monitoring", e))?;
@@ -265,15 +264,11 @@ pub async fn refresh_alarms(state: &AppState) -> AppResult<Option<(Vec<String>, 
         return Ok(Some((names, version)));
     }
     // The alarms follow the rules the service evaluates (the user's, or its defaults).
-    let definitions = match state
-        .service("remote")
-        .await?
+    let answer = client
         .get_json("/v1/monitoring/alerts")
         .await
-    {
-        Ok(answer) => console_core::alert_rules::definitions(&answer),
-        Err(e) => return Err(AppError::new("monitoring", e)),
-    };
+        .map_err(|e| AppError::new("monitoring", e))?;
+    let definitions = console_core::alert_rules::definitions(&answer);
     let rules = console_core::alarms::follow_service_rules(stack.rules(), &definitions);
     let applied = a
         .apply(&stack, &rules, &settings.ec2.alert_emails)
