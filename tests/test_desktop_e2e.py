@@ -161,7 +161,8 @@ def test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback(console: Console,
     assert "critical" in text('#alert-rules tr[data-rule="latency-p99"]')
     assert "is drift over 1 min" in text('#alert-rules tr[data-rule="input-drift"]')
     kept = json.loads(console.query("SELECT rules FROM alert_rules WHERE target = 'sandbox'")[0][0])
-    assert [r["id"] for r in kept] == ["error-rate", "latency-p99", "input-drift", "score-drift", "anomaly-rate"], kept
+    assert [r["id"] for r in kept] == ["error-rate", "latency-p99", "input-drift", "score-drift", "anomaly-rate",
+                                       "recall-floor", "host-cpu", "host-memory", "host-disk"], kept
     assert kept[1]["threshold"] == 0.5 and kept[1]["severity"] == "critical", kept[1]
     assert kept[2]["window_minutes"] == 1, kept[2]
     click("#tab-dashboard")

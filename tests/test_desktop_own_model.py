@@ -10,7 +10,8 @@ hash; the sandbox deploys it; verify shows a classifier; every held-out row's pr
 container agrees with ONNX Runtime run here; the dashboard's model layer shows the classifier's
 tiles, the predicted classes over time and against their baseline, and accuracy from the labels the
 replayed traffic posts back. A row with a missing cell is refused alone (per-row policy) while the
-rest of its request is scored.
+rest of its request is scored; with the replay's missing cells switched on, the data-quality chart
+shows missing cells per minute beside the rows still scored.
 
 The multi-class classifier (wine, logistic regression) and the regressor (diabetes) take the same
 road: inspected, built, deployed to the sandbox, every held-out prediction compared with ONNX
@@ -21,6 +22,7 @@ from the replayed labels).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -208,6 +210,23 @@ def test_own_classifier_from_the_wizard_to_its_dashboard(console: Console):
         "return [...document.querySelectorAll('#drift-table tbody tr')].map(r => Number(r.children[5].innerText)).reduce((a, b) => a + b, 0)")
     assert missing >= 1, "the refused row's missing cell is counted by the data layer"
     shot("dashboard")
+
+    # --- imperfect data keeps flowing: with missing cells switched on, the per-row policy refuses
+    # only the rows that have one, and the data-quality chart shows missing cells beside the rows
+    # still scored.
+    click("#missing-switch")
+    page.wait_text("#traffic-state", "missing", 30, "replay with missing cells")
+
+    def quality():
+        cap = d.execute_script(
+            "const s = document.querySelector('figure[data-chart=\"data_quality\"] figcaption span');"
+            "return s ? s.innerText : ''")
+        m = re.match(r"([\d.]+)k? missing · ([\d.]+)k? scored", cap or "")
+        return (float(m[1]), float(m[2])) if m else None
+
+    wait(lambda drv: (q := quality()) is not None and q[0] > 0 and q[1] > 0, 150,
+         "missing cells counted while rows are still scored")
+    shot("missing-cells")
     click("#traffic-toggle")
     page.wait_text("#traffic-state", "no traffic", what="replay stopped")
     print(f"screenshots: {', '.join(page.shots)}; not captured: {page.missed or 'none'}")

@@ -120,8 +120,8 @@ impl StackAlarms {
     }
 
     /// The default rules: the service's error rate, p99 latency, overload, input drift, anomaly rate
-    /// (autoencoder) and being unreachable (no data is breaching), and the host's CPU and EC2
-    /// status checks. Thresholds are the service's own defaults (`inference-image/src/alerts`).
+    /// (autoencoder) and being unreachable (no data is breaching), the host's memory and disk (as
+    /// the service samples them), and the host's CPU and EC2 status checks. Thresholds are the service's own defaults (`inference-image/src/alerts`).
     pub fn default_rules(&self) -> Vec<AlarmRule> {
         let service = vec![
             ("Service".to_string(), self.service.clone()),
@@ -225,6 +225,31 @@ impl StackAlarms {
         );
         unreachable.missing = Missing::Breaching;
         rules.push(unreachable);
+        // EC2 publishes no memory or disk figures: the service's own samples stand in.
+        rules.extend([
+            rule(
+                "host-memory",
+                "Host memory above 90 % used",
+                "HostMemoryUsedPercent",
+                Statistic::Maximum,
+                Gt,
+                90.0,
+                5,
+                5,
+                Severity::Warning,
+            ),
+            rule(
+                "host-disk",
+                "State disk above 90 % full",
+                "StateDiskUsedPercent",
+                Statistic::Maximum,
+                Gt,
+                90.0,
+                5,
+                5,
+                Severity::Critical,
+            ),
+        ]);
         if let Some(instance) = &self.instance_id {
             let host = vec![("InstanceId".to_string(), instance.clone())];
             let mut cpu = rule(
@@ -278,6 +303,9 @@ pub fn follow_service_rules(
             "overloaded" => ("system.overloaded", 1.0),
             "input-drift" => ("data.drift.verdict", f64::NAN),
             "anomaly-rate" => ("model.anomaly_rate", 100.0),
+            "host-cpu" => ("system.resources.host_cpu_percent_mean", 1.0),
+            "host-memory" => ("system.resources.memory_used_fraction", 100.0),
+            "host-disk" => ("system.resources.disk_used_fraction", 100.0),
             _ => return None,
         })
     };
@@ -685,13 +713,18 @@ mod tests {
                 "input-drift",
                 "anomaly-rate",
                 "service-unreachable",
+                "host-memory",
+                "host-disk",
                 "host-cpu",
                 "host-status-check"
             ]
         );
-        assert!(!ids(&stack(None, false))
-            .iter()
-            .any(|i| i == "anomaly-rate" || i.starts_with("host-")));
+        assert!(!ids(&stack(None, false)).iter().any(|i| [
+            "anomaly-rate",
+            "host-cpu",
+            "host-status-check"
+        ]
+        .contains(&i.as_str())));
         for s in [stack(Some("i-1"), true), stack(None, false)] {
             validate(&s.stack, &s.default_rules(), &[]).unwrap();
         }
@@ -700,6 +733,8 @@ mod tests {
         assert_eq!(by("service-unreachable").missing, Missing::Breaching);
         assert_eq!(by("error-rate").missing, Missing::NotBreaching);
         assert_eq!(by("host-cpu").namespace, "AWS/EC2");
+        assert_eq!(by("host-disk").metric, "StateDiskUsedPercent");
+        assert_eq!(by("host-disk").namespace, "MLOps/Inference");
         assert_eq!(
             by("host-cpu").dimensions,
             [("InstanceId".to_string(), "i-1".to_string())]
@@ -725,7 +760,11 @@ mod tests {
             {"id": "input-drift", "title": "Input drift", "metric": "data.drift.verdict", "op": "is",
              "threshold": "drift", "window_minutes": 30, "severity": "critical"},
             {"id": "anomaly-rate", "title": "Anomalies", "metric": "model.task", "op": "is",
-             "threshold": "x", "window_minutes": 5, "severity": "warning"}
+             "threshold": "x", "window_minutes": 5, "severity": "warning"},
+            {"id": "host-cpu", "title": "CPU", "metric": "system.resources.host_cpu_percent_mean",
+             "op": ">", "threshold": 80, "window_minutes": 20, "severity": "critical"},
+            {"id": "host-disk", "title": "Disk", "metric": "system.resources.disk_used_fraction",
+             "op": ">", "threshold": 0.95, "window_minutes": 5, "severity": "critical"}
         ]);
         let rules = follow_service_rules(s.rules(), &definitions);
         let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
@@ -735,10 +774,24 @@ mod tests {
                 "error-rate",
                 "input-drift",
                 "service-unreachable",
+                "host-disk",
                 "host-cpu",
                 "host-status-check"
             ]
         );
+        let by = |id: &str| rules.iter().find(|r| r.id == id).unwrap();
+        // EC2's CPU in 5-minute periods: 20 minutes are 4 of them.
+        let cpu = by("host-cpu");
+        assert_eq!(
+            (
+                cpu.threshold,
+                cpu.evaluation_periods,
+                cpu.datapoints_to_alarm
+            ),
+            (80.0, 4, 4)
+        );
+        assert_eq!(cpu.severity, Severity::Critical);
+        assert_eq!(by("host-disk").threshold, 95.0);
         let errors = &rules[0];
         assert_eq!(errors.threshold, 10.0);
         assert_eq!(

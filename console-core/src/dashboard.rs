@@ -185,6 +185,21 @@ const SPECS: &[Spec] = &[
         threshold: None,
     },
     Spec {
+        id: "data_quality",
+        layer: "data",
+        title: "Data quality (per minute)",
+        unit: Unit::Plain,
+        y_floor: 1.0,
+        lines: &[
+            ("missing_per_minute", "missing cells"),
+            ("imputed_per_minute", "imputed cells"),
+            ("invalid_per_minute", "invalid cells"),
+            ("refused_rows_per_minute", "rows refused"),
+            ("rows_per_minute", "rows scored"),
+        ],
+        threshold: None,
+    },
+    Spec {
         id: "recon_error",
         layer: "model",
         title: "Reconstruction error",
@@ -323,10 +338,19 @@ pub async fn refresh(
                 points: series.remove(*m).unwrap_or_default(),
             })
             .collect();
-        let latest = lines
-            .first()
-            .and_then(|l| l.points.iter().rev().find_map(|p| p.1))
-            .map(|v| s.unit.format(v));
+        let last = |l: Option<&Line>| l.and_then(|l| l.points.iter().rev().find_map(|p| p.1));
+        let latest = match s.id {
+            // Missing cells beside the rows still scored: imperfect data keeps flowing or not.
+            "data_quality" => last(lines.first()).map(|m| {
+                let scored = last(lines.last()).unwrap_or(0.0);
+                format!(
+                    "{} missing · {} scored /min",
+                    s.unit.format(m),
+                    s.unit.format(scored)
+                )
+            }),
+            _ => last(lines.first()).map(|v| s.unit.format(v)),
+        };
         let thr = if s.id == "recon_error" {
             threshold.map(|t| (t, "threshold".to_string()))
         } else {

@@ -300,8 +300,9 @@ pub struct ReplayData {
 
 impl ReplayData {
     /// The replay tool's scenarios for this model: anomalies only where an autoencoder has
-    /// labelled anomalous rows, feedback only where there are labels.
-    pub fn scenario(&self, drift: bool) -> String {
+    /// labelled anomalous rows, feedback only where there are labels; drift and missing cells
+    /// when asked.
+    pub fn scenario(&self, drift: bool, missing: bool) -> String {
         let mut s = vec!["normal"];
         if self.label_column.is_some() {
             if self.task == "autoencoder" {
@@ -311,6 +312,9 @@ impl ReplayData {
         }
         if drift {
             s.push("drift");
+        }
+        if missing {
+            s.push("missing");
         }
         s.join(",")
     }
@@ -596,12 +600,12 @@ mod tests {
             task: "classifier".into(),
             label_column: Some("y".into()),
         };
-        assert_eq!(d.scenario(false), "normal,feedback");
-        assert_eq!(d.scenario(true), "normal,feedback,drift");
+        assert_eq!(d.scenario(false, false), "normal,feedback");
+        assert_eq!(d.scenario(true, true), "normal,feedback,drift,missing");
         d.task = "autoencoder".into();
-        assert_eq!(d.scenario(false), "normal,anomalies,feedback");
+        assert_eq!(d.scenario(false, false), "normal,anomalies,feedback");
         d.label_column = None;
-        assert_eq!(d.scenario(true), "normal,drift");
+        assert_eq!(d.scenario(true, false), "normal,drift");
         let data = tempfile::tempdir().unwrap();
         assert!(replay_data(data.path(), "../../etc").is_none());
         assert!(replay_data(data.path(), "v1").is_none());

@@ -70,6 +70,9 @@ pub fn openapi_document(
     doc["info"]["version"] = json!(service_version);
     let schemas = &mut doc["components"]["schemas"];
     schemas["PredictRequest"]["properties"]["rows"]["maxItems"] = json!(limits.max_batch_rows);
+    // A row index points into one scored batch: at most the largest batch this service takes.
+    schemas["FeedbackRequest"]["properties"]["feedback"]["items"]["properties"]["row"]["maximum"] =
+        json!(limits.max_batch_rows.max(1) - 1);
     let ranged = |f: &crate::card::FeatureStats| json!({"type": "number", "title": f.name, "minimum": f.valid_min, "maximum": f.valid_max});
     let values = &mut schemas["RowValues"];
     values["minItems"] = json!(width);

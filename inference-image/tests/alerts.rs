@@ -432,7 +432,11 @@ async fn the_endpoint_lists_the_default_rules_and_follows_the_token_rule() {
             "overloaded",
             "input-drift",
             "score-drift",
-            "anomaly-rate"
+            "anomaly-rate",
+            "recall-floor",
+            "host-cpu",
+            "host-memory",
+            "host-disk"
         ]
     );
     for r in a["rules"].as_array().unwrap() {
@@ -527,7 +531,7 @@ async fn rules_set_through_the_api_are_checked_kept_and_restored() {
     );
     let (_, before) = server.get_json("/v1/monitoring/alerts").await;
     assert_eq!(before["rules_source"], "defaults");
-    assert_eq!(ids(&before).len(), 6);
+    assert_eq!(ids(&before).len(), 10);
     assert!(!dir.join(inference::alerts::RULES_FILE).exists());
 
     let good = json!({"rules": [
@@ -560,7 +564,7 @@ async fn rules_set_through_the_api_are_checked_kept_and_restored() {
     assert_eq!(r.status(), 200);
     let defaults: Value = r.json().await.unwrap();
     assert_eq!(defaults["rules_source"], "defaults");
-    assert_eq!(ids(&defaults).len(), 6);
+    assert_eq!(ids(&defaults).len(), 10);
     assert!(!dir.join(inference::alerts::RULES_FILE).exists());
 
     let (_, doc) = server.get_json("/openapi.json").await;

@@ -466,6 +466,16 @@ fn expected_from_summary(monitor: &Monitor, minute: i64) -> Vec<(&'static str, S
         ("ProcessRssBytes", Bytes, num(&res["process_rss_bytes"])),
         ("HostMemoryUsedBytes", Bytes, num(&res["memory_used_bytes"])),
         ("StateDiskUsedBytes", Bytes, num(&res["disk_used_bytes"])),
+        (
+            "HostMemoryUsedPercent",
+            Percent,
+            100.0 * num(&res["memory_used_fraction"]),
+        ),
+        (
+            "StateDiskUsedPercent",
+            Percent,
+            100.0 * num(&res["disk_used_fraction"]),
+        ),
     ]
 }
 
@@ -589,7 +599,7 @@ async fn a_published_minute_reads_back_from_moto_as_the_summary_reports_it() {
     assert_eq!(want["ProcessRssBytes"], 123_456_789.0);
     assert!(want["LatencyP50"] < want["LatencyP99"]);
     // Every metric exists for this minute (other minutes, if the clock moved on, add theirs).
-    assert_eq!(expected.len(), 18);
+    assert_eq!(expected.len(), 20);
     assert!(outcome.datums_sent >= expected.len(), "{outcome:?}");
 
     let dims = dimensions(&card);
@@ -662,7 +672,7 @@ async fn more_than_a_thousand_datums_go_out_in_several_calls() {
     moto.reset().await.unwrap();
     let card = Arc::new(ModelCard::load(&common::model_dir()).unwrap());
     let monitor = Monitor::new(Arc::clone(&card), None);
-    // 100 quiet minutes with a system sample each: 7 counts + 4 system values = 11 datums a minute.
+    // 100 quiet minutes with a system sample each: 7 counts + 6 system values = 13 datums a minute.
     let first = now_secs() / 60 - 110;
     monitor.apply((0..100).map(|k| Event::System(system_sample((first + k) * 60 + 5))));
     let client = moto.client().await;
@@ -676,10 +686,10 @@ async fn more_than_a_thousand_datums_go_out_in_several_calls() {
     .unwrap();
     let outcome = publisher.publish_once(now_secs()).await;
     assert_eq!(outcome.minutes.len(), 100, "{outcome:?}");
-    assert_eq!(outcome.datums_sent, 1100);
+    assert_eq!(outcome.datums_sent, 1300);
     assert_eq!(
         outcome.calls, 2,
-        "1100 datums need two calls of at most 1000"
+        "1300 datums need two calls of at most 1000"
     );
     assert!(outcome.dropped_minutes.is_empty());
 
@@ -733,7 +743,7 @@ async fn server_errors_and_throttling_are_retried_with_backoff() {
     let outcome = publisher.publish_once(now_secs()).await;
     assert_eq!(outcome.minutes, vec![minute]);
     assert_eq!((outcome.calls, outcome.attempts), (1, 3), "{outcome:?}");
-    assert_eq!(outcome.datums_sent, 11);
+    assert_eq!(outcome.datums_sent, 13);
     assert!(outcome.dropped_minutes.is_empty());
     assert_eq!(fake.requests(), 3);
     // Two waits of at least base/2 and base.

@@ -486,6 +486,7 @@ fn the_dashboard_draws_every_layer_from_a_live_service() {
         "latency",
         "errors",
         "requests",
+        "data_quality",
         "recon_error",
         "anomaly_rate",
         "ground_truth",

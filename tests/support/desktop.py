@@ -180,12 +180,20 @@ class Console:
         # urllib3 would otherwise repeat a timed-out command (four times by default).
         config = ClientConfig(remote_server_addr=url, timeout=COMMAND_TIMEOUT_S,
                               init_args_for_pool_manager={"init_args_for_pool_manager": {"retries": False}})
-        try:
-            self.driver = webdriver.Remote(command_executor=url, options=opts, client_config=config)
-        except Exception as e:
-            self.log.flush()
-            tail = self.log_path.read_bytes()[-3000:].decode(errors="replace")
-            raise RuntimeError(f"tauri-driver gave no session ({e}); its log ends:\n{tail}") from e
+        # tauri-driver proxies to WebKitWebDriver, which it starts itself: on a loaded machine that
+        # one may not listen yet when the first session is asked for ("tcp connect error" in the
+        # log, the connection closed without an answer). That, and only that, is retried.
+        for attempt in range(4):
+            try:
+                self.driver = webdriver.Remote(command_executor=url, options=opts, client_config=config)
+                break
+            except Exception as e:
+                self.log.flush()
+                tail = self.log_path.read_bytes()[-3000:].decode(errors="replace")
+                if attempt < 3 and "tcp connect error" in tail and self.proc.poll() is None:
+                    time.sleep(2)
+                    continue
+                raise RuntimeError(f"tauri-driver gave no session ({e}); its log ends:\n{tail}") from e
 
     def notifications(self) -> list[str]:
         """Summaries of the desktop notifications the session's notification service showed (they are
@@ -345,7 +353,10 @@ class Page:
     def select(self, sel: str, value: str) -> None:
         from selenium.webdriver.support.ui import Select
 
-        Select(self.find(sel)).select_by_value(value)
+        # Centred first, like `click`: the sticky header covers an element scrolled just into view.
+        el = self.find(sel)
+        self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+        Select(el).select_by_value(value)
 
     def choose(self, select_id: str, value: str) -> None:
         """Waits until the select offers `value` (versions load in the background), then picks it."""

@@ -38,9 +38,11 @@ export class Dashboard {
       await this.refresh();
     });
     $("#traffic-toggle").addEventListener("click", () => this.toggleTraffic());
-    $("#drift-switch").addEventListener("change", () => {
-      if (this.trafficRunning) this.startTraffic();
-    });
+    for (const sw of ["#drift-switch", "#missing-switch"]) {
+      $(sw).addEventListener("change", () => {
+        if (this.trafficRunning) this.startTraffic();
+      });
+    }
   }
 
   syncControls() {
@@ -183,7 +185,11 @@ export class Dashboard {
 
   async startTraffic() {
     try {
-      this.showTraffic(await call("traffic_start", { drift: $("#drift-switch").checked, rate: 20 }));
+      this.showTraffic(await call("traffic_start", {
+        drift: $("#drift-switch").checked,
+        missing: $("#missing-switch").checked,
+        rate: 20,
+      }));
     } catch (e) {
       toast(e.message, true);
     }

@@ -85,7 +85,8 @@ pub struct Alerts {
     pub webhook: Option<Arc<Webhook>>,
     /// The empty-window summary the rules are checked against (every metric path this model has).
     probe: Value,
-    task: crate::card::Task,
+    /// The model's default rules (what `{"rules": null}` brings back).
+    defaults: Vec<rules::Rule>,
     /// Where rules set through the API are saved (with a state directory).
     rules_file: Option<PathBuf>,
     /// Where the rules in force come from: "file", "api" or "defaults".
@@ -102,6 +103,7 @@ impl Alerts {
         state_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
         let probe = rules::probe_summary(monitor);
+        let defaults = rules::defaults(&monitor.card, &probe);
         let rules_file = state_dir.map(|d| d.join(RULES_FILE));
         let (rules, source) = match &args.rules {
             Some(path) => (
@@ -116,10 +118,10 @@ impl Alerts {
                     Ok(rules) => (rules, "api"),
                     Err(e) => {
                         tracing::warn!("{e}; using the default rules");
-                        (rules::defaults(monitor.card.task, &probe), "defaults")
+                        (defaults.clone(), "defaults")
                     }
                 },
-                None => (rules::defaults(monitor.card.task, &probe), "defaults"),
+                None => (defaults.clone(), "defaults"),
             },
         };
         let webhook = match &args.webhook_url {
@@ -147,7 +149,7 @@ impl Alerts {
             evaluator,
             webhook,
             probe,
-            task: monitor.card.task,
+            defaults,
             rules_file,
             source: std::sync::Mutex::new(source),
         })
@@ -174,7 +176,7 @@ impl Alerts {
                 rules::parse(&list.to_string(), &self.probe).map_err(RulesRefused::Invalid)?,
                 "api",
             ),
-            None => (rules::defaults(self.task, &self.probe), "defaults"),
+            None => (self.defaults.clone(), "defaults"),
         };
         if let Some(path) = &self.rules_file {
             let written = match source {

@@ -21,7 +21,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::card::Task;
+use crate::card::{ModelCard, Task};
 
 /// Longest window a rule may use, in minutes (the summary keeps 25 hours).
 pub const MAX_WINDOW_MINUTES: u64 = 1440;
@@ -154,10 +154,14 @@ pub fn lookup<'a>(summary: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
-/// The default rules for a model whose empty-window summary is `probe` (see [`probe_summary`]):
-/// the system and drift rules for every task, the anomaly rate for an autoencoder, and class
-/// drift for a classifier whose card has a predicted-class baseline.
-pub fn defaults(task: Task, probe: &Value) -> Vec<Rule> {
+/// The default rules for `card`'s model, whose empty-window summary is `probe` (see
+/// [`probe_summary`]): the system and drift rules for every task, the anomaly rate for an
+/// autoencoder, class drift for a classifier whose card has a predicted-class baseline, a floor
+/// under the ground-truth metric the card's holdout measured (recall at the threshold for an
+/// autoencoder, accuracy for a classifier, MAE for a regressor), and the host's CPU (the window's
+/// mean), memory and disk.
+pub fn defaults(card: &ModelCard, probe: &Value) -> Vec<Rule> {
+    let task = card.task;
     let rule = |id: &str, title: &str, metric: &str, op, threshold, window, severity| Rule {
         id: id.into(),
         title: title.into(),
@@ -236,7 +240,108 @@ pub fn defaults(task: Task, probe: &Value) -> Vec<Rule> {
             Severity::Warning,
         ));
     }
+    if let Some(floor) = ground_truth_floor(card).filter(|f| lookup(probe, f.metric).is_some()) {
+        rules.push(rule(
+            floor.id,
+            &floor.title,
+            floor.metric,
+            floor.op,
+            json!(floor.threshold),
+            60,
+            Severity::Warning,
+        ));
+    }
+    rules.extend([
+        rule(
+            "host-cpu",
+            "Host CPU above 90 % for 10 minutes",
+            "system.resources.host_cpu_percent_mean",
+            Op::Gt,
+            json!(90),
+            10,
+            Severity::Warning,
+        ),
+        rule(
+            "host-memory",
+            "Host memory above 90 % used",
+            "system.resources.memory_used_fraction",
+            Op::Gt,
+            json!(0.9),
+            5,
+            Severity::Warning,
+        ),
+        rule(
+            "host-disk",
+            "State disk above 90 % full",
+            "system.resources.disk_used_fraction",
+            Op::Gt,
+            json!(0.9),
+            5,
+            Severity::Critical,
+        ),
+    ]);
     rules
+}
+
+/// A default ground-truth rule: its id, title, metric, comparison and threshold.
+struct Floor {
+    id: &'static str,
+    title: String,
+    metric: &'static str,
+    op: Op,
+    threshold: f64,
+}
+
+/// The floor under the holdout's ground-truth metric, when the card measured one: recall 0.2 below
+/// the holdout's (autoencoder), accuracy 0.1 below (classifier), MAE half as large again
+/// (regressor). Wide enough that a window of ordinary labels does not cross it.
+fn ground_truth_floor(card: &ModelCard) -> Option<Floor> {
+    let eval = card.evaluation.as_ref()?;
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let floor = match card.task {
+        Task::Autoencoder => {
+            let recall = eval.holdout_recall_at_threshold?;
+            let t = round((recall - 0.2).max(0.0));
+            Floor {
+                id: "recall-floor",
+                title: format!(
+                    "Recall on labelled rows below {t} (holdout {})",
+                    round(recall)
+                ),
+                metric: "model.ground_truth.recall",
+                op: Op::Lt,
+                threshold: t,
+            }
+        }
+        Task::Classifier => {
+            let accuracy = eval.holdout_accuracy?;
+            let t = round((accuracy - 0.1).max(0.0));
+            Floor {
+                id: "accuracy-floor",
+                title: format!(
+                    "Accuracy on labelled rows below {t} (holdout {})",
+                    round(accuracy)
+                ),
+                metric: "model.ground_truth.accuracy",
+                op: Op::Lt,
+                threshold: t,
+            }
+        }
+        Task::Regressor => {
+            let mae = eval.holdout_mae?;
+            // Four significant digits, whatever the target's scale.
+            let scale = 10f64.powi(3 - mae.abs().log10().floor() as i32);
+            let t = (mae * 1.5 * scale).round() / scale;
+            Floor {
+                id: "mae-ceiling",
+                title: format!("MAE on labelled rows above {t} (holdout {mae:.4})"),
+                metric: "model.ground_truth.mae",
+                op: Op::Gt,
+                threshold: t,
+            }
+        }
+    };
+    (floor.threshold.is_finite() && floor.threshold > 0.0).then_some(floor)
 }
 
 /// The summary of an empty window with a system sample, so that every path a live summary can
@@ -544,13 +649,16 @@ mod tests {
     use crate::card::ModelCard;
     use crate::monitor::Monitor;
 
-    fn probe() -> Value {
-        let card = ModelCard::load(std::path::Path::new(concat!(
+    fn card() -> ModelCard {
+        ModelCard::load(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/model/wbc-autoencoder"
         )))
-        .unwrap();
-        probe_summary(&Monitor::new(Arc::new(card), None))
+        .unwrap()
+    }
+
+    fn probe() -> Value {
+        probe_summary(&Monitor::new(Arc::new(card()), None))
     }
 
     fn one(fields: Value) -> String {
@@ -656,7 +764,8 @@ mod tests {
     #[test]
     fn defaults_suit_the_task_and_pass_validation() {
         let p = probe();
-        let rules = defaults(Task::Autoencoder, &p);
+        let card = card();
+        let rules = defaults(&card, &p);
         let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -666,13 +775,54 @@ mod tests {
                 "overloaded",
                 "input-drift",
                 "score-drift",
-                "anomaly-rate"
+                "anomaly-rate",
+                "recall-floor",
+                "host-cpu",
+                "host-memory",
+                "host-disk"
             ]
+        );
+        // The recall floor sits 0.2 under the holdout's recall at the threshold.
+        let recall = card
+            .evaluation
+            .as_ref()
+            .unwrap()
+            .holdout_recall_at_threshold
+            .unwrap();
+        let floor = &rules[6];
+        assert_eq!(floor.op, Op::Lt);
+        assert!(
+            (floor.threshold.as_f64().unwrap() - (recall - 0.2)).abs() < 1e-3,
+            "{floor:?}"
         );
         // The defaults as a file are accepted as they are.
         let text = serde_json::to_string(&rules).unwrap();
         assert_eq!(parse(&text, &p).unwrap(), rules);
-        assert!(!defaults(Task::Regressor, &p)
+
+        // A card without a holdout has no ground-truth rule; other tasks get their own metric.
+        let mut bare = card.clone();
+        bare.evaluation = None;
+        assert!(!defaults(&bare, &p).iter().any(|r| r.id == "recall-floor"));
+        let mut regressor = card.clone();
+        regressor.task = Task::Regressor;
+        regressor.evaluation = Some(crate::card::Evaluation {
+            holdout_mae: Some(0.012345),
+            ..Default::default()
+        });
+        let floor = ground_truth_floor(&regressor).unwrap();
+        assert_eq!(
+            (floor.id, floor.op, floor.threshold),
+            ("mae-ceiling", Op::Gt, 0.01852)
+        );
+        let mut classifier = card.clone();
+        classifier.task = Task::Classifier;
+        classifier.evaluation = Some(crate::card::Evaluation {
+            holdout_accuracy: Some(0.9561),
+            ..Default::default()
+        });
+        let floor = ground_truth_floor(&classifier).unwrap();
+        assert_eq!((floor.id, floor.threshold), ("accuracy-floor", 0.856));
+        assert!(!defaults(&regressor, &p)
             .iter()
             .any(|r| r.id == "anomaly-rate" || r.id == "class-drift"));
     }
@@ -686,7 +836,7 @@ mod tests {
         assert_eq!(r.check(Some(&json!(0.05))), Check::Clear);
         assert_eq!(r.check(Some(&Value::Null)), Check::NoData);
         assert_eq!(r.check(None), Check::NoData);
-        let v = &defaults(Task::Autoencoder, &probe())[3];
+        let v = &defaults(&card(), &probe())[3];
         assert_eq!(v.check(Some(&json!("drift"))), Check::Breached);
         assert_eq!(v.check(Some(&json!("warning"))), Check::Clear);
         assert_eq!(v.check(Some(&json!("insufficient_data"))), Check::NoData);

@@ -91,6 +91,12 @@ pub struct Bucket {
     pub feedback_dropped: u64,
     /// The last system sample taken in this minute.
     pub system: Option<SystemSample>,
+    /// Host CPU percent summed over every system sample of the minute, and how many there were:
+    /// the window's mean is their quotient (the last sample alone says little about ten minutes).
+    #[serde(default)]
+    pub host_cpu_percent_sum: f64,
+    #[serde(default)]
+    pub system_samples: u64,
 }
 
 impl Bucket {
@@ -152,6 +158,8 @@ impl Bucket {
         if other.system.is_some() && other.minute >= self.minute {
             self.system = other.system.clone();
         }
+        self.host_cpu_percent_sum += other.host_cpu_percent_sum;
+        self.system_samples += other.system_samples;
     }
 }
 

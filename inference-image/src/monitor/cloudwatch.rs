@@ -31,6 +31,8 @@
 //! | `ProcessRssBytes`       | Bytes        | this process's resident memory                              |
 //! | `HostMemoryUsedBytes`   | Bytes        | the host's memory in use                                    |
 //! | `StateDiskUsedBytes`    | Bytes        | used space on the filesystem of the state directory         |
+//! | `HostMemoryUsedPercent` | Percent      | the host's memory in use per memory installed, 0–100        |
+//! | `StateDiskUsedPercent`  | Percent      | used space per size of the state directory's filesystem     |
 //!
 //! A value that does not exist for a minute is not sent: rates without a denominator, quantiles
 //! without observations, `DriftedFeatures` when no feature had enough rows to be judged, the
@@ -290,7 +292,7 @@ pub fn minute_metrics(monitor: &Monitor, b: &Bucket) -> Vec<(&'static str, Stand
     let system = b.system.as_ref();
 
     let count = |n: u64| Some(n as f64);
-    let metrics: [(&'static str, StandardUnit, Option<f64>); 18] = [
+    let metrics: [(&'static str, StandardUnit, Option<f64>); 20] = [
         ("RequestCount", StandardUnit::Count, count(requests)),
         (
             "ErrorRate",
@@ -348,6 +350,17 @@ pub fn minute_metrics(monitor: &Monitor, b: &Bucket) -> Vec<(&'static str, Stand
             "StateDiskUsedBytes",
             StandardUnit::Bytes,
             system.map(|s| s.disk_used_bytes as f64),
+        ),
+        // As percentages too, for the host-memory and host-disk alarms (EC2 publishes neither).
+        (
+            "HostMemoryUsedPercent",
+            StandardUnit::Percent,
+            system.and_then(|s| percent(s.memory_used_bytes, s.memory_total_bytes)),
+        ),
+        (
+            "StateDiskUsedPercent",
+            StandardUnit::Percent,
+            system.and_then(|s| percent(s.disk_used_bytes, s.disk_total_bytes)),
         ),
     ];
     metrics

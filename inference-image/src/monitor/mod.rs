@@ -497,7 +497,11 @@ impl Monitor {
                     }
                 }
             }
-            Event::System(s) => b.system = Some(s.clone()),
+            Event::System(s) => {
+                b.host_cpu_percent_sum += s.host_cpu_percent;
+                b.system_samples += 1;
+                b.system = Some(s.clone());
+            }
         }
     }
 

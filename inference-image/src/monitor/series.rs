@@ -26,6 +26,11 @@ pub const METRICS: &[&str] = &[
     "latency_p99",
     "rows",
     "rejected_requests",
+    "rows_per_minute",
+    "missing_per_minute",
+    "imputed_per_minute",
+    "invalid_per_minute",
+    "refused_rows_per_minute",
     "anomaly_rate",
     "reconstruction_error_p50",
     "reconstruction_error_p95",
@@ -133,6 +138,7 @@ fn value(
         let counts: Vec<f64> = r.latency.iter().map(|&c| c as f64).collect();
         bins::quantile(&layout.latency_bins, &counts, q)
     };
+    let per_minute = |n: u64| n as f64 * 60.0 / step as f64;
     let score = |q| {
         let counts: Vec<f64> = b.scores.iter().map(|&c| c as f64).collect();
         bins::quantile(&layout.score_bins, &counts, q)
@@ -164,6 +170,12 @@ fn value(
             "latency_p99" => latency(0.99),
             "rows" => Some(b.rows as f64),
             "rejected_requests" => Some(b.rejected_requests as f64),
+            // Data quality as rates, whatever the step: cells (summed over the features) and rows.
+            "rows_per_minute" => Some(per_minute(b.rows)),
+            "missing_per_minute" => Some(per_minute(b.features.iter().map(|f| f.missing).sum())),
+            "imputed_per_minute" => Some(per_minute(b.features.iter().map(|f| f.imputed).sum())),
+            "invalid_per_minute" => Some(per_minute(b.features.iter().map(|f| f.invalid).sum())),
+            "refused_rows_per_minute" => Some(per_minute(b.refused_rows)),
             "anomaly_rate" => ratio(b.anomalies, b.rows),
             "reconstruction_error_p50" => score(0.5),
             "reconstruction_error_p95" => score(0.95),
@@ -386,6 +398,45 @@ mod tests {
         assert!((want.psi - by_hand).abs() < 1e-12, "{want:?}");
         assert_eq!(d["verdict"], "warning");
         assert_eq!(s["thresholds"]["class_drift"]["psi_drift"], 0.25);
+    }
+
+    /// Data quality per minute: cells summed over the features, rows as scored or refused, and a
+    /// five-minute step divides its counts by five.
+    #[test]
+    fn data_quality_comes_as_rates_per_minute() {
+        let m = Monitor::new(Arc::new(bundled()), None);
+        let width = m.card.width();
+        let now = now_secs();
+        let mut missing = vec![0; width];
+        let mut imputed = vec![0; width];
+        missing[0] = 3;
+        missing[4] = 2;
+        imputed[0] = 3;
+        let with_gaps = |rows: usize| {
+            let mut e = scored(now, width, &vec![0; rows]);
+            if let Event::Scored { quality, .. } = &mut e {
+                *quality = Some(Box::new(crate::request::Quality {
+                    missing: missing.clone(),
+                    invalid: vec![0; width],
+                    imputed: imputed.clone(),
+                    refused_rows: 2,
+                }));
+            }
+            e
+        };
+        m.apply([with_gaps(40), with_gaps(10)].into_iter());
+        let at = |metric: &str| {
+            let v = values(&m, metric, now - 120, now);
+            v.iter().find(|p| p.0 == now / 60 * 60).unwrap().1
+        };
+        assert_eq!(at("rows_per_minute"), Some(50.0));
+        assert_eq!(at("missing_per_minute"), Some(10.0));
+        assert_eq!(at("imputed_per_minute"), Some(6.0));
+        assert_eq!(at("invalid_per_minute"), Some(0.0));
+        assert_eq!(at("refused_rows_per_minute"), Some(4.0));
+        let five = series(&m, "missing_per_minute", now - 600, now, 300).unwrap();
+        let last = five["points"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["value"].as_f64(), Some(2.0), "{five}");
     }
 
     #[test]

@@ -20,10 +20,11 @@ pub fn parse_window(text: &str) -> Result<i64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (n, unit) = text.split_at(split);
-    let n: i64 = n
-        .parse::<i64>()
-        .map_err(|_| format!("window {text:?} must look like 5m, 1h or 24h"))?
-        .min(1_000_000);
+    if n.is_empty() {
+        return Err(format!("window {text:?} must look like 5m, 1h or 24h"));
+    }
+    // Digits only, so a parse can fail only by overflow: a window that long is the retention.
+    let n: i64 = n.parse::<i64>().unwrap_or(i64::MAX).min(1_000_000);
     let secs = match unit {
         "s" => n,
         "m" | "" => n * 60,
@@ -223,6 +224,35 @@ pub fn task_ground_truth(monitor: &Monitor, merged: &Bucket) -> Value {
     gt
 }
 
+/// The window's last system sample, with what rules compare: the host CPU's mean over the window's
+/// samples, and memory and disk use as fractions (null when the total is unknown).
+fn resources(merged: &Bucket) -> Value {
+    let Some(sample) = &merged.system else {
+        return Value::Null;
+    };
+    let mut out = serde_json::to_value(sample).unwrap_or(Value::Null);
+    let fraction = |used: u64, total: u64| (total > 0).then(|| used as f64 / total as f64);
+    if let Value::Object(map) = &mut out {
+        map.insert(
+            "host_cpu_percent_mean".into(),
+            json!((merged.system_samples > 0)
+                .then(|| merged.host_cpu_percent_sum / merged.system_samples as f64)),
+        );
+        map.insert(
+            "memory_used_fraction".into(),
+            json!(fraction(
+                sample.memory_used_bytes,
+                sample.memory_total_bytes
+            )),
+        );
+        map.insert(
+            "disk_used_fraction".into(),
+            json!(fraction(sample.disk_used_bytes, sample.disk_total_bytes)),
+        );
+    }
+    out
+}
+
 /// The whole summary of `merged`, which covers `seconds` ending at `to` (Unix seconds).
 pub fn summarize(
     monitor: &Monitor,
@@ -302,7 +332,7 @@ pub fn summarize(
     let score_counts: Vec<f64> = merged.scores.iter().map(|&c| c as f64).collect();
     let q = |p| bins::quantile(&layout.score_bins, &score_counts, p);
     let score = score_drift(monitor, merged);
-    let system = merged.system.clone();
+    let system = resources(merged);
 
     json!({
         "window": {"seconds": seconds, "from": to - seconds, "to": to, "minutes_with_data": minutes_with_data},
@@ -375,4 +405,26 @@ pub fn thresholds() -> Value {
             ),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+    use crate::monitor::RETENTION_MINUTES;
+
+    /// Whatever the published pattern (`^[0-9]+[smhd]?$`) allows is answered, clamped to what is
+    /// kept; anything else is a sentence.
+    #[test]
+    fn windows_the_document_allows_are_clamped_not_refused() {
+        assert_eq!(parse_window("5m"), Ok(300));
+        assert_eq!(parse_window("90"), Ok(5400));
+        assert_eq!(parse_window("0s"), Ok(60));
+        assert_eq!(parse_window("2d"), Ok(RETENTION_MINUTES * 60));
+        assert_eq!(
+            parse_window("99999999999999999999999h"),
+            Ok(RETENTION_MINUTES * 60)
+        );
+        assert!(parse_window("m").unwrap_err().contains("must look like"));
+        assert!(parse_window("5w").unwrap_err().contains("unknown unit"));
+    }
 }

@@ -40,7 +40,9 @@ impl SystemSampler {
             disk_path: disk_path.to_path_buf(),
             ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
             previous_process: None,
-            previous_host: None,
+            // Primed, so that the first sample's host CPU covers the time since start-up rather
+            // than reading 0 (it enters the window's mean that the host-cpu rule watches).
+            previous_host: host_cpu_ticks(),
         }
     }
 

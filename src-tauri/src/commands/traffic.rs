@@ -1,4 +1,5 @@
-//! Replayed traffic against the sandbox service, with a switch for the drift scenario.
+//! Replayed traffic against the sandbox service, with switches for the drift scenario and for
+//! missing cells.
 
 use console_core::own_model;
 use console_core::sandbox::{companion_binary, Traffic};
@@ -33,8 +34,10 @@ impl TrafficStatus {
 pub async fn traffic_start(
     state: State<'_, AppState>,
     drift: bool,
+    missing: Option<bool>,
     rate: f64,
 ) -> AppResult<TrafficStatus> {
+    let missing = missing.unwrap_or(false);
     let replay = companion_binary("replay").ok_or_else(|| {
         AppError::new(
             "no-replay",
@@ -48,9 +51,17 @@ pub async fn traffic_start(
         .serving(&state.history_name("sandbox")?)?
         .and_then(|d| own_model::replay_data(&state.data_dir, &d.tag));
     let scenario = match &own {
-        Some(data) => data.scenario(drift),
-        None if drift => "normal,anomalies,feedback,drift".to_string(),
-        None => "normal,anomalies,feedback".to_string(),
+        Some(data) => data.scenario(drift, missing),
+        None => {
+            let mut s = "normal,anomalies,feedback".to_string();
+            if drift {
+                s.push_str(",drift");
+            }
+            if missing {
+                s.push_str(",missing");
+            }
+            s
+        }
     };
     let mut g = state.traffic.lock().await;
     if let Some(old) = g.take() {
