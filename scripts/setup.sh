@@ -21,6 +21,7 @@ APT_PACKAGES=(
   # ...and what runs it headless and drives it in the end-to-end tests.
   xvfb xauth webkit2gtk-driver imagemagick
   dunst           # a desktop notification service on the virtual display: alerts' notifications are seen
+  haproxy         # the load balancer in front of a fleet of local hosts (runtime API: drain, enable)
 )
 
 missing=()

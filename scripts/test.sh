@@ -17,7 +17,9 @@ SUITE_START=$SECONDS
 report() {
   local rc=$?
   # A stage that failed ends the run: the deploy tests in the background end with it.
+  [ -z "${early_pid:-}" ] || kill "$early_pid" 2>/dev/null || true
   [ -z "${deploy_pid:-}" ] || kill "$deploy_pid" 2>/dev/null || true
+  [ -z "${fleet_pid:-}" ] || kill "$fleet_pid" 2>/dev/null || true
   [ -z "${journey_pid:-}" ] || kill "$journey_pid" 2>/dev/null || true
   printf '\n=== stage times\n'
   printf '%s\n' "${STAGES[@]}"
@@ -34,6 +36,31 @@ stage() {
   return "$rc"
 }
 
+source scripts/env.sh
+# One release build serves every test: the Rust tests, and the system tests that put the same
+# binary into a container image. The tests check behaviour, not speed (speed lives in the
+# benchmarks), so they get quick-to-build code: optimisation level 1 and no link-time
+# optimisation. Benchmarks and scripts/run.sh keep the full release profile.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1
+# Clippy lints the workspace's crates while they compile: clippy-driver is rustc plus the lints, and
+# cargo hands it only the workspace's crates, so this is `cargo clippy --all-targets -D warnings`
+# without a second (check-mode) build of every dependency. It stays set for `cargo test` below so
+# that cargo sees the same compiler and rebuilds nothing.
+export RUSTC_WORKSPACE_WRAPPER
+RUSTC_WORKSPACE_WRAPPER=$(command -v clippy-driver || rustup which clippy-driver)
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+# aws-sdk-ec2 (and aws-sdk-iam, made the same way) is one generated crate that took 9.5 of a cold build's 17 minutes at optimisation
+# level 1, most of them alone at the end; its code only builds and parses EC2 requests, so the
+# tests take it unoptimised. (--config must be the same for the build and the run below.)
+CARGO_TEST_FLAGS=(--workspace --release --config 'profile.release.package.aws-sdk-ec2.opt-level=0'
+                  --config 'profile.release.package.aws-sdk-iam.opt-level=0')
+# The build starts now, beside the set-up (apt, pip and tauri-driver's download mostly wait on the
+# network and the disk): `--keep-going` compiles everything that does not need a system library
+# the set-up has yet to install, with the very flags of the build stage below, which then only
+# finishes what is left (on a cold machine the set-up's 3 minutes come off the build's 20).
+early_log=$(mktemp)
+cargo test "${CARGO_TEST_FLAGS[@]}" --all-targets --no-run --keep-going >"$early_log" 2>&1 &
+early_pid=$!
 stage "set-up (apt, Python venv, tauri-driver)" bash scripts/setup.sh
 source scripts/env.sh
 
@@ -53,26 +80,13 @@ base_image() {
 stage "UI logic (node --test, no packages)" node --test ui/test/
 stage "cargo fmt --check" cargo fmt --all --check
 
-# One release build serves every test: the Rust tests, and the system tests that put the same
-# binary into a container image. The tests check behaviour, not speed (speed lives in the
-# benchmarks), so they get quick-to-build code: optimisation level 1 and no link-time
-# optimisation. Benchmarks and scripts/run.sh keep the full release profile.
-export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1
-# Clippy lints the workspace's crates while they compile: clippy-driver is rustc plus the lints, and
-# cargo hands it only the workspace's crates, so this is `cargo clippy --all-targets -D warnings`
-# without a second (check-mode) build of every dependency. It stays set for `cargo test` below so
-# that cargo sees the same compiler and rebuilds nothing.
-export RUSTC_WORKSPACE_WRAPPER
-RUSTC_WORKSPACE_WRAPPER=$(command -v clippy-driver || rustup which clippy-driver)
-export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-# aws-sdk-ec2 (and aws-sdk-iam, made the same way) is one generated crate that took 9.5 of a cold build's 17 minutes at optimisation
-# level 1, most of them alone at the end; its code only builds and parses EC2 requests, so the
-# tests take it unoptimised. (--config must be the same for the build and the run below.)
-CARGO_TEST_FLAGS=(--workspace --release --config 'profile.release.package.aws-sdk-ec2.opt-level=0'
-                  --config 'profile.release.package.aws-sdk-iam.opt-level=0')
 # --timings writes where the build's time went to $CARGO_TARGET_DIR/cargo-timings/.
-stage "build every target + clippy -D warnings (release)" \
+build_all() {
+  wait "$early_pid" 2>/dev/null || true  # its failures (missing system libraries) are redone here
+  early_pid=
   cargo test "${CARGO_TEST_FLAGS[@]}" --all-targets --no-run --timings
+}
+stage "build every target + clippy -D warnings (release; begun beside the set-up)" build_all
 
 # tauri-build writes an allow-/deny- permission file per command into src-tauri/permissions/,
 # which its build script also watches: they are committed, since a fresh clone's build creating them
@@ -108,6 +122,14 @@ deploy_log=$(mktemp)
 deploy_t0=$SECONDS
 (cd console-core && exec "$deploy_bin") >"$deploy_log" 2>&1 &
 deploy_pid=$!
+# The fleet test (three sshd hosts behind HAProxy, rolling deploys under the replay tool's load,
+# about 3 minutes) likewise, in a process of its own beside the deploy tests.
+fleet_bin=$(cargo test "${CARGO_TEST_FLAGS[@]}" --test fleet --no-run --message-format=json |
+  python3 -c 'import json, sys; print(*[m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")])')
+fleet_log=$(mktemp)
+fleet_t0=$SECONDS
+(cd console-core && MLOPS_REPLAY_BIN="$CARGO_TARGET_DIR/release/replay" exec "$fleet_bin" --nocapture) >"$fleet_log" 2>&1 &
+fleet_pid=$!
 # background_done PID LOG T0: waits for tests started in the background, shows their output and how
 # long they ran; their failure is the stage's.
 background_done() {
@@ -139,3 +161,5 @@ stage "sandbox journey (tests/test_desktop_e2e.py, in the background since cargo
   background_done "$journey_pid" "$journey_log" "$journey_t0"
 stage "deploy tests (console-core/tests/deploy.rs, in the background since cargo test)" \
   background_done "$deploy_pid" "$deploy_log" "$deploy_t0"
+stage "fleet test (console-core/tests/fleet.rs: three hosts behind HAProxy, in the background)" \
+  background_done "$fleet_pid" "$fleet_log" "$fleet_t0"

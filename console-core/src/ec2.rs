@@ -126,21 +126,12 @@ impl HostSpec {
                 self.volume_gib
             ));
         }
-        let Some((ip, bits)) = self.ssh_cidr.split_once('/') else {
-            return bad(format!(
-                "`{}` is not a CIDR block such as 203.0.113.7/32",
-                self.ssh_cidr
-            ));
+        let bits = match parse_cidr(&self.ssh_cidr) {
+            Ok(bits) => bits,
+            Err(e) => return bad(e),
         };
-        if ip.parse::<std::net::Ipv4Addr>().is_err() || bits.parse::<u8>().map_or(true, |b| b > 32)
-        {
-            return bad(format!(
-                "`{}` is not an IPv4 CIDR block such as 203.0.113.7/32",
-                self.ssh_cidr
-            ));
-        }
         let mut warnings = Vec::new();
-        if bits == "0" {
+        if bits == 0 {
             if !self.allow_ssh_from_anywhere {
                 return bad("opening SSH (port 22) to 0.0.0.0/0 lets the whole internet try to log in; confirm it explicitly, or give your address /32".into());
             }
@@ -172,6 +163,21 @@ impl HostSpec {
             user = self.user,
             dir = self.compose_dir
         )
+    }
+}
+
+/// Checks an IPv4 CIDR block (`203.0.113.7/32`); returns its prefix length.
+pub fn parse_cidr(cidr: &str) -> Result<u8, String> {
+    let Some((ip, bits)) = cidr.split_once('/') else {
+        return Err(format!(
+            "`{cidr}` is not a CIDR block such as 203.0.113.7/32"
+        ));
+    };
+    match (ip.parse::<std::net::Ipv4Addr>(), bits.parse::<u8>()) {
+        (Ok(_), Ok(b)) if b <= 32 => Ok(b),
+        _ => Err(format!(
+            "`{cidr}` is not an IPv4 CIDR block such as 203.0.113.7/32"
+        )),
     }
 }
 

@@ -346,6 +346,14 @@ impl Engine {
         run.end_with(result, &*exec, serving).await
     }
 
+    /// Appends `msg` to the audit log under the fleet's name (a rollout across its hosts).
+    pub fn audit_fleet(&self, fleet: &str, msg: &str) {
+        tracing::info!(fleet = %fleet, "{msg}");
+        if let Err(e) = self.history.audit(fleet, None, msg) {
+            tracing::warn!("could not append to the audit log: {e}");
+        }
+    }
+
     fn audit(&self, target: &Target, id: Option<i64>, msg: &str) {
         let line = match id {
             Some(id) => format!("#{id}: {msg}"),

@@ -57,6 +57,32 @@ const MIGRATIONS: &[&str] = &[
         rules TEXT NOT NULL,
         updated_at_ms INTEGER NOT NULL
      );",
+    // 3: fleet rollouts, one per deploy across a fleet, with a row per host action (the host's own
+    // deployment is an ordinary row of `deployments`, under the host's target name).
+    "CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        fleet TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        strategy TEXT NOT NULL CHECK (strategy IN ('rolling','canary')),
+        status TEXT NOT NULL CHECK (status IN ('running','succeeded','failed','rolled-back')),
+        error TEXT,
+        verdict TEXT,
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER
+     );
+     CREATE UNIQUE INDEX one_running_rollout_per_fleet ON rollouts(fleet) WHERE status = 'running';
+     CREATE TABLE rollout_hosts (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
+        seq INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('deploy','rollback')),
+        deployment_id INTEGER REFERENCES deployments(id),
+        status TEXT NOT NULL CHECK (status IN ('running','succeeded','failed')),
+        detail TEXT,
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        PRIMARY KEY (rollout_id, seq)
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +180,7 @@ pub fn now_ms() -> i64 {
 }
 
 pub struct History {
-    conn: Mutex<Connection>,
+    pub(crate) conn: Mutex<Connection>,
 }
 
 impl History {
@@ -495,10 +521,21 @@ impl History {
     /// when this process holds no deployment).
     pub fn fail_abandoned(&self) -> Result<usize, HistoryError> {
         let c = self.conn.lock().unwrap();
+        let now = now_ms();
+        c.execute(
+            "UPDATE rollout_hosts SET status = 'failed', detail = 'abandoned: the console stopped', finished_at_ms = ?1
+             WHERE status = 'running'",
+            [now],
+        )?;
+        c.execute(
+            "UPDATE rollouts SET status = 'failed', error = 'abandoned: the console stopped during this rollout', finished_at_ms = ?1
+             WHERE status = 'running'",
+            [now],
+        )?;
         Ok(c.execute(
             "UPDATE deployments SET status = 'failed', error = 'abandoned: the console stopped during this deployment', finished_at_ms = ?1
              WHERE status = 'running'",
-            [now_ms()],
+            [now],
         )?)
     }
 }

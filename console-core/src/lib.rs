@@ -3,9 +3,12 @@
 //! headless against real stand-ins (sshd, a registry, the Docker engine).
 
 pub mod alarms;
+pub mod alb;
 pub mod alert_rules;
 pub mod alert_view;
 pub mod aws;
+pub mod balancer;
+pub mod canary;
 pub mod charts;
 pub mod cloud_charts;
 pub mod cloudwatch;
@@ -14,6 +17,7 @@ pub mod dashboard;
 pub mod ec2;
 pub mod engine;
 pub mod exec;
+pub mod fleet;
 pub mod github;
 pub mod github_workflow;
 pub mod health;
@@ -23,6 +27,7 @@ pub mod own_model;
 pub mod publisher_role;
 pub mod registry;
 pub mod repo_setup;
+pub mod rollout_history;
 pub mod sandbox;
 pub mod secret;
 pub mod service;

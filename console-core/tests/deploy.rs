@@ -21,24 +21,7 @@ use support::TcpProxy;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn docker_or_skip() -> bool {
-    // scripts/test.sh runs this file's binary on its own, beside the rest of the suite, and sets
-    // this for the `cargo test` of everything else.
-    if std::env::var("MLOPS_DEPLOY_TESTS_RUN_APART").as_deref() == Ok("1") {
-        eprintln!(
-            "skipped here: scripts/test.sh runs the deploy tests beside the rest of the suite"
-        );
-        return false;
-    }
-    match support::docker_available() {
-        Ok(()) => true,
-        Err(why) if std::env::var("MLOPS_REQUIRE_DOCKER").as_deref() == Ok("1") => {
-            panic!("Docker is required: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
+    support::run_here_with_docker("deploy")
 }
 
 fn assert_ok(d: &Deployment) {

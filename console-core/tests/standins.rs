@@ -278,7 +278,7 @@ fn test_images_are_pushed_with_three_distinct_tags() {
         .filter_map(|t| t.as_str())
         .collect();
     tags.sort();
-    assert_eq!(tags, ["broken", "v1", "v2"]);
+    assert_eq!(tags, ["broken", "shifted", "v1", "v2"]);
 
     let digest = |tag: &str| {
         let r = registry
@@ -293,11 +293,19 @@ fn test_images_are_pushed_with_three_distinct_tags() {
         assert_eq!(r.status, 200, "{}", r.text());
         r.header("docker-content-digest").unwrap().to_string()
     };
-    let (d1, d2, d3) = (digest("v1"), digest("v2"), digest("broken"));
-    assert!(d1 != d2 && d2 != d3 && d1 != d3, "{d1} {d2} {d3}");
+    let (d1, d2, d3, d4) = (
+        digest("v1"),
+        digest("v2"),
+        digest("broken"),
+        digest("shifted"),
+    );
+    let all = [&d1, &d2, &d3, &d4];
+    for (i, d) in all.iter().enumerate() {
+        assert!(!all[i + 1..].contains(d), "{d1} {d2} {d3} {d4}");
+    }
 
     // The registry-tagged images are gone locally, so a pull really pulls.
-    for tag in ["v1", "v2", "broken"] {
+    for tag in ["v1", "v2", "broken", "shifted"] {
         let out = std::process::Command::new("docker")
             .args(["image", "inspect", &images.image(tag)])
             .output()

@@ -6,6 +6,8 @@
 //! - `v2`: `FROM v1` with another version label and `IMAGE_TAG=v2` (a distinct digest).
 //! - `broken`: `FROM v1` with `INFERENCE_MODEL_DIR=/nonexistent`: the service exits at start, so a
 //!   container of it never becomes ready.
+//! - `shifted`: `FROM v1` with the model card's feature standard deviations halved: healthy, but
+//!   every reconstruction error is four times v1's (a release whose predictions moved).
 //!
 //! After the push the registry-tagged images are removed locally, so a later `docker-compose pull`
 //! really pulls. Every image carries the labels `mlops.test=console-core` and `mlops.test.pid=<pid of
@@ -28,10 +30,11 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct TestImages {
     /// "127.0.0.1:PORT/acme/inference"
     pub repo: String,
-    /// Tag names only: "v1", "v2", "broken".
+    /// Tag names only: "v1", "v2", "broken", "shifted".
     pub v1: String,
     pub v2: String,
     pub broken: String,
+    pub shifted: String,
     /// Wall time of the whole `ensure` (base image, builds, push, clean-up).
     pub build_seconds: f64,
 }
@@ -160,20 +163,34 @@ fn build_and_push(registry: &Registry) -> TestImages {
     drop(ctx);
     let t_v1 = start.elapsed();
 
-    // 4. v2 and broken: tiny derived images with distinct digests.
+    // 4. v2, broken and shifted: tiny derived images with distinct digests.
     let v2 = format!("{repo}:v2");
     let broken = format!("{repo}:broken");
+    let shifted = format!("{repo}:shifted");
+    let mut card: serde_json::Value = serde_json::from_slice(
+        &fs::read(root.join("inference-image/model/wbc-autoencoder/model_card.json")).unwrap(),
+    )
+    .unwrap();
+    for f in card["features"].as_array_mut().unwrap() {
+        f["std"] = serde_json::json!(f["std"].as_f64().unwrap() / 2.0);
+    }
+    let shifted_card = serde_json::to_vec_pretty(&card).unwrap();
     for (tag, extra) in [
         (
             &v2,
             "LABEL org.opencontainers.image.version=v2\nENV IMAGE_TAG=v2\n",
         ),
         (&broken, "ENV INFERENCE_MODEL_DIR=/nonexistent\n"),
+        (
+            &shifted,
+            "COPY model_card.json /opt/model/model_card.json\nENV IMAGE_TAG=shifted\n",
+        ),
     ] {
         let ctx = tempfile::Builder::new()
             .prefix("mlops-image-ctx-")
             .tempdir()
             .expect("temp dir");
+        fs::write(ctx.path().join("model_card.json"), &shifted_card).unwrap();
         fs::write(ctx.path().join("Dockerfile"), format!("FROM {v1}\n{extra}")).unwrap();
         run_ok(
             Command::new("docker")
@@ -196,7 +213,7 @@ fn build_and_push(registry: &Registry) -> TestImages {
     registry
         .docker_login(config.path())
         .unwrap_or_else(|e| panic!("docker login to the test registry: {e}"));
-    for tag in [&v1, &v2, &broken] {
+    for tag in [&v1, &v2, &broken, &shifted] {
         run_ok(
             Command::new("docker")
                 .arg("--config")
@@ -207,14 +224,14 @@ fn build_and_push(registry: &Registry) -> TestImages {
         );
     }
     run_ok(
-        Command::new("docker").args(["image", "rm", &v1, &v2, &broken]),
+        Command::new("docker").args(["image", "rm", &v1, &v2, &broken, &shifted]),
         None,
         DOCKER_TIMEOUT,
     );
     let total = start.elapsed();
     eprintln!(
-        "TestImages: {repo}:{{v1,v2,broken}} ready in {:.1} s (base image {:.1} s, v1 {:.1} s, \
-         v2+broken {:.1} s, push+clean-up {:.1} s)",
+        "TestImages: {repo}:{{v1,v2,broken,shifted}} ready in {:.1} s (base image {:.1} s, v1 {:.1} s, \
+         v2+broken+shifted {:.1} s, push+clean-up {:.1} s)",
         total.as_secs_f64(),
         t_base.as_secs_f64(),
         (t_v1 - t_base).as_secs_f64(),
@@ -226,6 +243,7 @@ fn build_and_push(registry: &Registry) -> TestImages {
         v1: "v1".to_string(),
         v2: "v2".to_string(),
         broken: "broken".to_string(),
+        shifted: "shifted".to_string(),
         build_seconds: total.as_secs_f64(),
     }
 }

@@ -13,6 +13,7 @@
 pub mod aws_faults;
 pub mod bed;
 pub mod github_double;
+pub mod haproxy;
 pub mod images;
 pub mod moto;
 pub mod proxy;
@@ -86,6 +87,17 @@ pub fn docker_or_skip(test: &str) -> bool {
             false
         }
     }
+}
+
+/// For the Docker tests scripts/test.sh runs in processes of their own beside the rest of the suite
+/// (deploy.rs, fleet.rs): `false` in the `cargo test` of everything else
+/// (`MLOPS_DEPLOY_TESTS_RUN_APART=1`), else [`docker_or_skip`].
+pub fn run_here_with_docker(test: &str) -> bool {
+    if std::env::var("MLOPS_DEPLOY_TESTS_RUN_APART").as_deref() == Ok("1") {
+        eprintln!("{test}: skipped here: scripts/test.sh runs it beside the rest of the suite");
+        return false;
+    }
+    docker_or_skip(test)
 }
 
 /// The repository root (the Cargo workspace), derived from this crate's manifest dir.
