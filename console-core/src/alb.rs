@@ -18,6 +18,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 
 use crate::balancer::{poll_until, Balancer, BalancerError, MemberState};
 use crate::ec2::{api_err, Ec2Error, STACK_TAG};
+use crate::fleet_hosts::{default_vpc, subnets_by_zone};
 
 /// How long a deregistered target keeps its requests in flight (the target group's default is 300 s;
 /// the service answers within seconds).
@@ -131,41 +132,10 @@ pub async fn provision(
     let mut created = Vec::new();
     let vpc = match &spec.vpc_id {
         Some(v) => v.clone(),
-        None => ec2
-            .describe_vpcs()
-            .filters(Filter::builder().name("isDefault").values("true").build())
-            .send()
-            .await
-            .map_err(|e| api_err("look for the default VPC", &e))?
-            .vpcs()
-            .first()
-            .and_then(|v| v.vpc_id())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Ec2Error::BadInput(
-                    "this region has no default VPC; name the VPC the fleet runs in".into(),
-                )
-            })?,
+        None => default_vpc(ec2).await?,
     };
     // One subnet per availability zone (an ALB needs two zones at least).
-    let subnets_out = ec2
-        .describe_subnets()
-        .filters(Filter::builder().name("vpc-id").values(&vpc).build())
-        .send()
-        .await
-        .map_err(|e| api_err("list the VPC's subnets", &e))?;
-    let mut by_zone: Vec<(String, String)> = subnets_out
-        .subnets()
-        .iter()
-        .filter_map(|s| {
-            Some((
-                s.availability_zone()?.to_string(),
-                s.subnet_id()?.to_string(),
-            ))
-        })
-        .collect();
-    by_zone.sort();
-    by_zone.dedup_by(|a, b| a.0 == b.0);
+    let by_zone = subnets_by_zone(ec2, &vpc).await?;
     if by_zone.len() < 2 {
         return Err(Ec2Error::BadInput(format!(
             "VPC {vpc} has subnets in {} availability zone(s); an Application Load Balancer needs two",

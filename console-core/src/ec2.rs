@@ -269,12 +269,16 @@ impl Provisioner {
         Provisioner { client }
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// A provisioner for a loaded AWS configuration (see [`crate::aws::AwsTarget::load`]).
     pub fn for_config(config: &aws_config::SdkConfig) -> Provisioner {
         Provisioner::new(Client::new(config))
     }
 
-    fn tags(&self, spec: &HostSpec, kind: ResourceType) -> TagSpecification {
+    pub(crate) fn tags(&self, spec: &HostSpec, kind: ResourceType) -> TagSpecification {
         TagSpecification::builder()
             .resource_type(kind)
             .tags(Tag::builder().key(STACK_TAG).value(&spec.name).build())
@@ -287,7 +291,7 @@ impl Provisioner {
             .build()
     }
 
-    fn stack_filter(spec: &HostSpec) -> Filter {
+    pub(crate) fn stack_filter(spec: &HostSpec) -> Filter {
         Filter::builder()
             .name(format!("tag:{STACK_TAG}"))
             .values(&spec.name)
@@ -332,7 +336,7 @@ impl Provisioner {
         })
     }
 
-    async fn ensure_key_pair(
+    pub(crate) async fn ensure_key_pair(
         &self,
         spec: &HostSpec,
         store_key: &(dyn Fn(&Secret) -> Result<(), String> + Sync),
@@ -382,7 +386,7 @@ impl Provisioner {
         Ok(())
     }
 
-    async fn ensure_security_group(
+    pub(crate) async fn ensure_security_group(
         &self,
         spec: &HostSpec,
         created: &mut Vec<String>,
@@ -448,11 +452,12 @@ impl Provisioner {
     /// container (one hop behind the host) reaches the instance profile's credentials. A new
     /// instance profile takes a few seconds to be usable by EC2 (IAM is eventually consistent), so
     /// EC2 calling it invalid is retried for up to [`PROFILE_PROPAGATION`].
-    async fn run_instance(
+    pub(crate) async fn run_instance(
         &self,
         spec: &HostSpec,
         ami: &str,
         sg: &str,
+        placement: Option<(&str, usize)>,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<aws_sdk_ec2::operation::run_instances::RunInstancesOutput, Ec2Error> {
         let started = std::time::Instant::now();
@@ -487,8 +492,21 @@ impl Provisioner {
                         )
                         .build(),
                 )
-                .tag_specifications(self.tags(spec, ResourceType::Instance))
                 .tag_specifications(self.tags(spec, ResourceType::Volume));
+            req = match placement {
+                // A fleet's replica: its subnet (and so its availability zone) and its number.
+                Some((subnet, replica)) => {
+                    let mut tags = self.tags(spec, ResourceType::Instance);
+                    tags.tags.get_or_insert_with(Vec::new).push(
+                        Tag::builder()
+                            .key(crate::fleet_hosts::REPLICA_TAG)
+                            .value(replica.to_string())
+                            .build(),
+                    );
+                    req.subnet_id(subnet).tag_specifications(tags)
+                }
+                None => req.tag_specifications(self.tags(spec, ResourceType::Instance)),
+            };
             if let Some(profile) = &spec.instance_profile {
                 req = req.iam_instance_profile(
                     IamInstanceProfileSpecification::builder()
@@ -516,6 +534,14 @@ impl Provisioner {
         &self,
         spec: &HostSpec,
     ) -> Result<Option<aws_sdk_ec2::types::Instance>, Ec2Error> {
+        Ok(self.stack_instances(spec).await?.into_iter().next())
+    }
+
+    /// Every instance of the stack that is not terminated (or shutting down).
+    pub async fn stack_instances(
+        &self,
+        spec: &HostSpec,
+    ) -> Result<Vec<aws_sdk_ec2::types::Instance>, Ec2Error> {
         let out = self
             .client
             .describe_instances()
@@ -536,8 +562,8 @@ impl Provisioner {
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .next()
-            .cloned())
+            .cloned()
+            .collect())
     }
 
     /// [`Provisioner::provision`] with the key pair's PEM filed in `vault`: under the stack's name
@@ -608,7 +634,7 @@ impl Provisioner {
                     }
                 };
                 progress(&format!("starting a {} from {ami}", spec.instance_type));
-                let out = self.run_instance(spec, &ami, &sg, progress).await?;
+                let out = self.run_instance(spec, &ami, &sg, None, progress).await?;
                 let i = out
                     .instances()
                     .first()
@@ -679,18 +705,25 @@ impl Provisioner {
         wait: Duration,
     ) -> Result<Vec<String>, Ec2Error> {
         let mut removed = Vec::new();
-        if let Some(i) = self.find_instance(spec).await? {
-            let id = i.instance_id().unwrap_or_default().to_string();
+        // Every instance of the stack: one host, or a fleet's replicas.
+        let ids: Vec<String> = self
+            .stack_instances(spec)
+            .await?
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        if !ids.is_empty() {
+            let id = ids.join(", ");
             progress(&format!("terminating {id}"));
             self.client
                 .terminate_instances()
-                .instance_ids(&id)
+                .set_instance_ids(Some(ids.clone()))
                 .send()
                 .await
                 .map_err(|e| aws_err("terminate the instance", e))?;
             self.client
                 .wait_until_instance_terminated()
-                .instance_ids(&id)
+                .set_instance_ids(Some(ids.clone()))
                 .wait(wait)
                 .await
                 .map_err(|e| match e {
@@ -707,7 +740,7 @@ impl Provisioner {
                     },
                     e => api_err("wait for the instance to terminate", &e),
                 })?;
-            removed.push(format!("instance {id}"));
+            removed.extend(ids.iter().map(|id| format!("instance {id}")));
         }
         let groups = self
             .client

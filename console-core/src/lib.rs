@@ -18,6 +18,7 @@ pub mod ec2;
 pub mod engine;
 pub mod exec;
 pub mod fleet;
+pub mod fleet_hosts;
 pub mod github;
 pub mod github_workflow;
 pub mod health;

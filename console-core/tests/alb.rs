@@ -1,59 +1,56 @@
-//! A fleet's Application Load Balancer against moto_server (elbv2 and EC2): provisioning makes
-//! the load balancer across availability zones, the target group checked on `/readyz`, the
+//! A fleet on AWS against moto_server (elbv2 and EC2): three hosts from the provisioning code, one
+//! per availability zone (a fourth added, then removed); provisioning makes the load balancer
+//! across availability zones, the target group checked on `/readyz`, the
 //! listener(s) and the security groups (only the ALB reaches the hosts' service port), all tagged;
 //! a second run finds them; the fleet's balancer deregisters and registers the hosts' instances; and
-//! teardown leaves nothing tagged behind.
+//! teardown (the ALB's, then the hosts') leaves nothing tagged behind.
 
 mod support;
 
 use std::io::{Read, Write};
 
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::Filter;
 use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, ProtocolEnum};
 use console_core::alb::{provision, teardown, AlbSpec, AlbTargets, DEREGISTRATION_DELAY_S};
 use console_core::balancer::Balancer;
-use console_core::ec2::STACK_TAG;
+use console_core::ec2::{Host, HostSpec, Provisioner, STACK_TAG};
 use std::time::Duration;
-use support::moto::{Moto, NEWEST_LTS};
+use support::moto::Moto;
 
 const PORT: u16 = 8080;
 
-/// The hosts' security group and three instances, as the fleet's provisioning leaves them.
-async fn hosts(ec2: &aws_sdk_ec2::Client, stack: &str) -> (String, Vec<String>) {
-    let tags = |kind| {
-        TagSpecification::builder()
-            .resource_type(kind)
-            .tags(Tag::builder().key(STACK_TAG).value(stack).build())
-            .build()
-    };
-    let sg = ec2
-        .create_security_group()
-        .group_name(format!("mlops-{stack}"))
-        .description("hosts")
-        .tag_specifications(tags(ResourceType::SecurityGroup))
-        .send()
+const WAIT: Duration = Duration::from_secs(60);
+
+fn host_spec(stack: &str) -> HostSpec {
+    HostSpec::new(stack, "203.0.113.7/32")
+}
+
+/// The fleet's hosts from the provisioning code: `count` replicas of the stack.
+async fn hosts(ec2: &aws_sdk_ec2::Client, stack: &str, count: usize) -> Vec<Host> {
+    Provisioner::new(ec2.clone())
+        .provision_fleet(&host_spec(stack), count, &|_| Ok(()), &mut |_| {}, WAIT)
         .await
         .unwrap()
-        .group_id()
-        .unwrap()
-        .to_string();
-    let out = ec2
-        .run_instances()
-        .image_id(NEWEST_LTS)
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-        .min_count(3)
-        .max_count(3)
-        .security_group_ids(&sg)
-        .tag_specifications(tags(ResourceType::Instance))
-        .send()
+}
+
+/// The zones the stack's live instances run in, by replica.
+async fn zones(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(usize, String)> {
+    let mut z: Vec<(usize, String)> = Provisioner::new(ec2.clone())
+        .replicas(&host_spec(stack))
         .await
-        .unwrap();
-    let ids = out
-        .instances()
-        .iter()
-        .map(|i| i.instance_id().unwrap().to_string())
+        .unwrap()
+        .into_iter()
+        .map(|(n, i)| {
+            let zone = i
+                .placement()
+                .and_then(|p| p.availability_zone())
+                .unwrap_or_default()
+                .to_string();
+            (n, zone)
+        })
         .collect();
-    (sg, ids)
+    z.sort();
+    z
 }
 
 /// An ACM certificate in moto (moto checks that a listener's certificate exists there). No ACM
@@ -78,7 +75,8 @@ fn acm_certificate(moto: &Moto) -> String {
     v["CertificateArn"].as_str().unwrap().to_string()
 }
 
-/// Everything in moto still tagged with `stack`: load balancers, target groups, security groups.
+/// What the ALB left in moto tagged with `stack`: load balancers, target groups, security groups
+/// other than the hosts' own.
 async fn tagged(
     ec2: &aws_sdk_ec2::Client,
     elb: &aws_sdk_elasticloadbalancingv2::Client,
@@ -134,7 +132,8 @@ async fn tagged(
         groups
             .security_groups()
             .iter()
-            .filter(|g| g.group_name() != Some(format!("mlops-{stack}").as_str()))
+            // The hosts' own group stays until the hosts' teardown.
+            .filter(|g| g.group_name() != Some(host_spec(stack).group_name().as_str()))
             .filter_map(|g| g.group_id().map(str::to_string)),
     );
     found
@@ -146,7 +145,36 @@ async fn an_alb_is_provisioned_drives_its_targets_and_is_torn_down() {
     let config = moto.config("testing").await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
-    let (host_sg, instances) = hosts(&ec2, "prod").await;
+    // Three hosts from the provisioning code, one per availability zone.
+    let fleet = hosts(&ec2, "prod", 3).await;
+    assert_eq!(fleet.len(), 3);
+    assert!(
+        fleet[0].created.iter().any(|c| c.contains("replica 2")),
+        "{:?}",
+        fleet[0].created
+    );
+    let placed = zones(&ec2, "prod").await;
+    assert_eq!(
+        placed.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let mut distinct: Vec<&String> = placed.iter().map(|(_, z)| z).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{placed:?}");
+    let host_sg = fleet[0].security_group_id.clone();
+    assert!(fleet.iter().all(|h| h.security_group_id == host_sg));
+    let instances: Vec<String> = fleet.iter().map(|h| h.instance_id.clone()).collect();
+    // Run again: nothing new; a fourth replica when asked; then back down to two.
+    let again = hosts(&ec2, "prod", 3).await;
+    assert!(again[0].created.is_empty(), "{:?}", again[0].created);
+    assert_eq!(hosts(&ec2, "prod", 4).await.len(), 4);
+    let gone = Provisioner::new(ec2.clone())
+        .scale_down(&host_spec("prod"), 3, &mut |_| {}, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(zones(&ec2, "prod").await.len(), 3);
     let spec = AlbSpec {
         stack: "prod".into(),
         service_port: PORT,
@@ -356,4 +384,30 @@ async fn an_alb_is_provisioned_drives_its_targets_and_is_torn_down() {
         .await
         .unwrap()
         .is_empty());
+    // The hosts' own teardown: every replica, their group and key pair; nothing tagged is left.
+    let removed = Provisioner::new(ec2.clone())
+        .teardown(&host_spec("prod"), &mut |_| {}, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        removed
+            .iter()
+            .filter(|r| r.starts_with("instance "))
+            .count(),
+        3,
+        "{removed:?}"
+    );
+    assert!(zones(&ec2, "prod").await.is_empty());
+    let left = ec2
+        .describe_security_groups()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{STACK_TAG}"))
+                .values("prod")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(left.security_groups().is_empty());
 }
