@@ -336,7 +336,7 @@ impl Provisioner {
         })
     }
 
-    pub(crate) async fn ensure_key_pair(
+    async fn ensure_key_pair(
         &self,
         spec: &HostSpec,
         store_key: &(dyn Fn(&Secret) -> Result<(), String> + Sync),
@@ -386,7 +386,7 @@ impl Provisioner {
         Ok(())
     }
 
-    pub(crate) async fn ensure_security_group(
+    async fn ensure_security_group(
         &self,
         spec: &HostSpec,
         created: &mut Vec<String>,
@@ -600,14 +600,14 @@ impl Provisioner {
         Ok((host, address))
     }
 
-    /// Creates what is missing, waits for the instance to run and pass its status checks.
-    pub async fn provision(
+    /// What every host of the stack shares, checked and made if missing: the spec's warnings (told
+    /// to `progress`), what was created, and the security group's id.
+    pub(crate) async fn prepare(
         &self,
         spec: &HostSpec,
         store_key: &(dyn Fn(&Secret) -> Result<(), String> + Sync),
         progress: &mut (dyn FnMut(&str) + Send),
-        wait: Duration,
-    ) -> Result<Host, Ec2Error> {
+    ) -> Result<(Vec<String>, Vec<String>, String), Ec2Error> {
         let warnings = spec.validate()?;
         for w in &warnings {
             progress(&format!("warning: {w}"));
@@ -617,6 +617,18 @@ impl Provisioner {
         self.ensure_key_pair(spec, store_key, &mut created).await?;
         progress("security group");
         let sg = self.ensure_security_group(spec, &mut created).await?;
+        Ok((warnings, created, sg))
+    }
+
+    /// Creates what is missing, waits for the instance to run and pass its status checks.
+    pub async fn provision(
+        &self,
+        spec: &HostSpec,
+        store_key: &(dyn Fn(&Secret) -> Result<(), String> + Sync),
+        progress: &mut (dyn FnMut(&str) + Send),
+        wait: Duration,
+    ) -> Result<Host, Ec2Error> {
+        let (warnings, mut created, sg) = self.prepare(spec, store_key, progress).await?;
         let instance = match self.find_instance(spec).await? {
             Some(i) => {
                 progress(&format!(

@@ -115,15 +115,7 @@ impl Provisioner {
                 "a fleet has 1 to {MAX_REPLICAS} hosts, not {count}"
             )));
         }
-        let warnings = spec.validate()?;
-        for w in &warnings {
-            progress(&format!("warning: {w}"));
-        }
-        let mut created = Vec::new();
-        progress("key pair");
-        self.ensure_key_pair(spec, store_key, &mut created).await?;
-        progress("security group");
-        let sg = self.ensure_security_group(spec, &mut created).await?;
+        let (warnings, mut created, sg) = self.prepare(spec, store_key, progress).await?;
         let vpc = default_vpc(self.client()).await?;
         let zones = subnets_by_zone(self.client(), &vpc).await?;
         if zones.is_empty() {
