@@ -58,11 +58,12 @@ CARGO_TEST_FLAGS=(--workspace --release --config 'profile.release.package.aws-sd
 # network and the disk): `--keep-going` compiles everything that does not need a system library
 # the set-up has yet to install, with the very flags of the build stage below, which then only
 # finishes what is left (on a cold machine the set-up's 3 minutes come off the build's 20).
-# Every target cargo test runs, in the mode it runs them (examples as plain programs: `--examples`
-# would build them a second time with the test harness, 20 s for nothing), plus the benchmarks.
+# Every target cargo test runs, in the mode it runs them (the library, binaries and integration
+# tests with the test harness, examples as plain programs: `cargo test --all-targets` would build
+# them a second time with the harness, 20 s for nothing), plus the benchmarks. `cargo build` makes
+# the same units as `cargo test --no-run` and, unlike it, can `--keep-going`.
 build_targets() {
-  cargo test "${CARGO_TEST_FLAGS[@]}" --lib --bins --tests --benches --no-run "$@" &&
-    cargo build "${CARGO_TEST_FLAGS[@]}" --examples "$@"
+  cargo build "${CARGO_TEST_FLAGS[@]}" --lib --bins --tests --benches --examples "$@"
 }
 early_log=$(mktemp)
 build_targets --keep-going >"$early_log" 2>&1 &
