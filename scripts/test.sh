@@ -49,11 +49,18 @@ export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CA
 export RUSTC_WORKSPACE_WRAPPER
 RUSTC_WORKSPACE_WRAPPER=$(command -v clippy-driver || rustup which clippy-driver)
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-# aws-sdk-ec2 (and aws-sdk-iam, made the same way) is one generated crate that took 9.5 of a cold build's 17 minutes at optimisation
-# level 1, most of them alone at the end; its code only builds and parses EC2 requests, so the
-# tests take it unoptimised. (--config must be the same for the build and the run below.)
-CARGO_TEST_FLAGS=(--workspace --release --config 'profile.release.package.aws-sdk-ec2.opt-level=0'
-                  --config 'profile.release.package.aws-sdk-iam.opt-level=0')
+# aws-sdk-ec2 (and aws-sdk-iam, made the same way) is one generated crate that took 9.5 of a cold
+# build's 17 minutes at optimisation level 1, most of them alone at the end. The generated AWS
+# clients, octocrab, tauri and the app's own thin crate only build and parse requests or glue
+# commands to console-core, and the tests check behaviour, so the tests take them unoptimised (a cold
+# build's CPU at level 1: ec2 265 s, the app 132 s, octocrab 90 s, tauri 85 s, each other AWS
+# client 40-50 s). The crates on the hot paths (ort, hyper, tokio, serde, the SSH crypto) keep
+# level 1. (--config must be the same for the build and the run below.)
+CARGO_TEST_FLAGS=(--workspace --release)
+for crate in aws-sdk-ec2 aws-sdk-iam aws-sdk-cloudwatch aws-sdk-sns aws-sdk-sts aws-sdk-sso \
+             aws-sdk-ssooidc aws-sdk-elasticloadbalancingv2 octocrab tauri mlops-console; do
+  CARGO_TEST_FLAGS+=(--config "profile.release.package.$crate.opt-level=0")
+done
 # The build starts now, beside the set-up (apt, pip and tauri-driver's download mostly wait on the
 # network and the disk): `--keep-going` compiles everything that does not need a system library
 # the set-up has yet to install, with the very flags of the build stage below, which then only
