@@ -159,19 +159,22 @@ export MLOPS_REPLAY_BIN="$CARGO_TARGET_DIR/release/replay"
 export MLOPS_CONSOLE_BIN="$CARGO_TARGET_DIR/release/mlops-console"
 
 # The sandbox journey through the window (about 4 minutes, most of them waiting for the service's
-# once-a-minute alert evaluations) runs in the background too, beside cargo test and the other
-# system tests: its X display (Xvfb picks a free one), ports, compose project, keychain and data
-# directory are its own, and the sandbox images it shares are built under a lock.
-journey=tests/test_desktop_e2e.py::test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback
+# once-a-minute alert evaluations) and the fleet's (three hosts behind HAProxy, under a minute) run
+# one after the other in the background, beside cargo test and the other system tests: their X
+# displays (Xvfb picks a free one), ports, compose projects, keychains and data directories are
+# their own, and the sandbox images they share are built under a lock.
+journeys=(tests/test_desktop_e2e.py::test_wizard_to_sandbox_deploy_dashboard_drift_and_rollback
+          tests/test_desktop_fleet.py)
 journey_log=$(mktemp)
 journey_t0=$SECONDS
-python -m pytest "$journey" -q -rs --durations=5 >"$journey_log" 2>&1 &
+python -m pytest "${journeys[@]}" -q -rs --durations=5 >"$journey_log" 2>&1 &
 journey_pid=$!
 
 MLOPS_DEPLOY_TESTS_RUN_APART=1 stage "cargo test (release; the deploy tests apart)" cargo test "${CARGO_TEST_FLAGS[@]}"
 
-stage "system tests (pytest; the sandbox journey apart)" python -m pytest tests -q -rs --durations=15 --deselect "$journey"
-stage "sandbox journey (tests/test_desktop_e2e.py, in the background since cargo test)" \
+stage "system tests (pytest; the two journeys apart)" python -m pytest tests -q -rs --durations=15 \
+  --deselect "${journeys[0]}" --ignore "${journeys[1]}"
+stage "sandbox and fleet journeys (test_desktop_e2e.py, test_desktop_fleet.py; in the background since cargo test)" \
   background_done "$journey_pid" "$journey_log" "$journey_t0"
 stage "deploy tests (console-core/tests/deploy.rs, in the background since cargo test)" \
   background_done "$deploy_pid" "$deploy_log" "$deploy_t0"

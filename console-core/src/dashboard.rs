@@ -12,6 +12,41 @@ use crate::history::{Deployment, Trigger};
 use crate::service::ServiceClient;
 use crate::task_view::{self, ClassRow, Task, Tile};
 
+/// Where a dashboard reads from: one service (`ServiceClient`) or a fleet's merged replicas
+/// (`fleet_monitor::FleetView`). Both answer as `GET /v1/model`, `/v1/monitoring/summary` and
+/// `/v1/monitoring/series` do.
+#[async_trait::async_trait]
+pub trait Source: Sync {
+    async fn model(&self) -> Result<Value, String>;
+    async fn summary(&self, window_s: i64) -> Result<Value, String>;
+    async fn series(
+        &self,
+        metric: &str,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> Result<Vec<(i64, Option<f64>)>, String>;
+}
+
+#[async_trait::async_trait]
+impl Source for ServiceClient {
+    async fn model(&self) -> Result<Value, String> {
+        ServiceClient::model(self).await
+    }
+    async fn summary(&self, window_s: i64) -> Result<Value, String> {
+        ServiceClient::summary(self, window_s).await
+    }
+    async fn series(
+        &self,
+        metric: &str,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> Result<Vec<(i64, Option<f64>)>, String> {
+        ServiceClient::series(self, metric, from, to, step).await
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Request {
     /// Seconds back from now: 900, 3600 or 86400 in the app.
@@ -263,7 +298,7 @@ pub fn markers(deployments: &[Deployment]) -> Vec<Marker> {
 
 /// Fetches and draws the whole dashboard.
 pub async fn refresh(
-    client: &ServiceClient,
+    client: &dyn Source,
     markers: &[Marker],
     req: &Request,
 ) -> Result<Dashboard, String> {

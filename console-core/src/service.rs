@@ -38,6 +38,21 @@ impl ServiceClient {
         self.send_json("GET", path, None).await
     }
 
+    /// GET `path` and read the JSON body as a `T`.
+    pub async fn get_json_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: String,
+    ) -> Result<T, String> {
+        let v = self.get_json(&path).await?;
+        serde_json::from_value(v).map_err(|e| format!("GET {path}: unexpected answer ({e})"))
+    }
+
+    /// POST `body` as JSON to `path` and parse the JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.send_json("POST", path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
     /// PUT `body` as JSON to `path` and parse the JSON answer.
     pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, String> {
         self.send_json("PUT", path, Some(body.to_string().into_bytes()))
@@ -121,14 +136,23 @@ impl ServiceClient {
                 encode(metric)
             ))
             .await?;
-        let points = v["points"]
-            .as_array()
-            .ok_or_else(|| format!("series {metric}: no `points` array in the answer"))?;
-        Ok(points
-            .iter()
-            .filter_map(|p| Some((p["t"].as_i64()?, p["value"].as_f64())))
-            .collect())
+        if !v["points"].is_array() {
+            return Err(format!("series {metric}: no `points` array in the answer"));
+        }
+        Ok(points(&v))
     }
+}
+
+/// A series answer's points as (t, value).
+pub fn points(series: &Value) -> Vec<(i64, Option<f64>)> {
+    series["points"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p["t"].as_i64()?, p["value"].as_f64())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Percent-encodes a query value: RFC 3986's unreserved characters stay, anything else (`:`, `/`,

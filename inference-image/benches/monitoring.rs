@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use inference::card::ModelCard;
 use inference::card_builder::{read_csv, Table};
 use inference::monitor::bucket::Labelled;
-use inference::monitor::{now_secs, series, summary, Event, Monitor};
+use inference::monitor::{now_secs, summary, Event, Monitor};
 
 /// The bundled model's card and its calibration rows.
 fn bundled() -> (Arc<ModelCard>, Table) {
@@ -121,15 +121,25 @@ fn bench(c: &mut Criterion) {
     c.bench_function("summary/24h", |b| {
         b.iter(|| {
             let (merged, minutes) = monitor.merged(last - 1439, last);
-            black_box(summary::summarize(&monitor, &merged, minutes, 86_400, to))
+            black_box(summary::summarize(
+                &monitor.view(),
+                &merged,
+                minutes,
+                86_400,
+                to,
+            ))
         })
     });
     c.bench_function("series/24h_latency_p99", |b| {
-        b.iter(|| black_box(series::series(&monitor, "latency_p99", to - 86_400, to, 60).unwrap()))
+        b.iter(|| black_box(monitor.series("latency_p99", to - 86_400, to, 60).unwrap()))
     });
     c.bench_function("series/24h_psi_feature", |b| {
         b.iter(|| {
-            black_box(series::series(&monitor, "psi:mean_radius", to - 86_400, to, 60).unwrap())
+            black_box(
+                monitor
+                    .series("psi:mean_radius", to - 86_400, to, 60)
+                    .unwrap(),
+            )
         })
     });
 }

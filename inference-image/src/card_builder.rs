@@ -19,7 +19,7 @@ use crate::card::{
 };
 use crate::config::CardArgs;
 use crate::scorer::{init_runtime, open_session, tensor_of, Outputs, Scorer};
-use crate::stats::{histogram_counts, mean_std, quantile_sorted, roc_auc};
+use crate::stats::{histogram_counts, mean_std, quantile_sorted, regression_metrics, roc_auc};
 
 pub const QUANTILES: [(&str, f64); 7] = [
     ("p01", 0.01),
@@ -975,25 +975,6 @@ fn binary_rates(e: &mut Evaluation, scores: &[f64], truth: &[bool], threshold: f
     e.holdout_roc_auc = roc_auc(scores, truth);
     e.holdout_recall_at_threshold = (positives > 0).then(|| flagged(true) / positives as f64);
     e.holdout_false_positive_rate = (negatives > 0).then(|| flagged(false) / negatives as f64);
-}
-
-/// Mean absolute error, root mean squared error and R² (None when the truth is constant).
-pub fn regression_metrics(truth: &[f64], predicted: &[f64]) -> (f64, f64, Option<f64>) {
-    let n = truth.len().max(1) as f64;
-    let mae = truth
-        .iter()
-        .zip(predicted)
-        .map(|(t, p)| (t - p).abs())
-        .sum::<f64>()
-        / n;
-    let sse: f64 = truth
-        .iter()
-        .zip(predicted)
-        .map(|(t, p)| (t - p).powi(2))
-        .sum();
-    let mean = truth.iter().sum::<f64>() / n;
-    let sst: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
-    (mae, (sse / n).sqrt(), (sst > 0.0).then(|| 1.0 - sse / sst))
 }
 
 /// Mean negative log-likelihood of the true classes, probabilities clipped to [1e-15, 1 - 1e-15]

@@ -298,6 +298,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/feedback", post(monitoring_api::feedback))
         .route("/v1/monitoring/summary", get(monitoring_api::summary))
         .route("/v1/monitoring/series", get(monitoring_api::series))
+        .route("/v1/monitoring/buckets", get(monitoring_api::buckets))
         .route("/v1/monitoring/alerts", get(monitoring_api::alerts))
         .route(
             "/v1/monitoring/alerts/rules",

@@ -3,7 +3,6 @@
 
 pub mod access;
 pub mod alerts;
-pub mod card;
 pub mod card_builder;
 pub mod config;
 pub mod engine;
@@ -14,8 +13,10 @@ pub mod monitor;
 pub mod monitoring_api;
 pub mod request;
 pub mod scorer;
-pub mod stats;
 pub mod tracking;
+
+// The model card and the small statistics live in `monitoring-core`, shared with the console.
+pub use monitoring_core::{card, stats};
 
 use std::future::Future;
 use std::sync::Arc;

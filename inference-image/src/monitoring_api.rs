@@ -1,5 +1,6 @@
 //! Handlers that read monitoring data and take ground truth: `/v1/feedback`,
-//! `/v1/monitoring/summary`, `/v1/monitoring/series`, `/v1/monitoring/alerts` and `/metrics`.
+//! `/v1/monitoring/summary`, `/v1/monitoring/series`, `/v1/monitoring/buckets`,
+//! `/v1/monitoring/alerts` and `/metrics`.
 
 use std::sync::Arc;
 
@@ -123,7 +124,9 @@ pub async fn series(
     let to = q.to.unwrap_or_else(now_secs);
     let from = q.from.unwrap_or(to - 3600);
     let step = q.step.unwrap_or(60);
-    series::series(&state.monitor, &metric, from, to, step)
+    state
+        .monitor
+        .series(&metric, from, to, step)
         .map(Json)
         .map_err(ApiError::BadRequest)
 }
@@ -145,4 +148,39 @@ pub async fn metrics(
         crate::monitor::prometheus::render(&state.monitor),
     )
         .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BucketsQuery {
+    from: Option<i64>,
+    to: Option<i64>,
+    step: Option<i64>,
+}
+
+/// `GET /v1/monitoring/buckets`: the minute buckets from `from` to `to` merged step by step, as
+/// counts and sums, with the layout's fingerprint. A console merges a fleet's replicas from these
+/// and computes the summary and series itself, on the merged histograms.
+pub async fn buckets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<BucketsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.access.check(&headers, Scope::Monitoring)?;
+    let Query(q) = q.map_err(query_error)?;
+    let to = q.to.unwrap_or_else(now_secs);
+    let from = q.from.unwrap_or(to - 3600);
+    let span = series::Span::new(from, to, q.step.unwrap_or(60), now_secs())
+        .map_err(ApiError::BadRequest)?;
+    let (first, last) = span.minutes();
+    let monitor = &state.monitor;
+    let groups = monitor.read_range(first, last, |b| series::groups(&span, b));
+    Ok(Json(json!({
+        "fingerprint": monitor.fingerprint(),
+        "from": span.from,
+        "to": span.to,
+        "step": span.step,
+        "in_flight_now": monitor.in_flight(),
+        "dropped_events": monitor.dropped_events(),
+        "groups": groups,
+    })))
 }

@@ -17,7 +17,7 @@ use tower_service::Service;
 use crate::monitor::{now_secs, Event, InFlight, Monitor};
 
 /// Routes as monitoring names them (anything else is "other").
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     "/healthz",
     "/readyz",
     "/v1/model",
@@ -26,6 +26,7 @@ pub const ROUTES: [&str; 11] = [
     "/v1/monitoring/summary",
     "/v1/monitoring/series",
     "/v1/monitoring/alerts",
+    "/v1/monitoring/buckets",
     "/metrics",
     "/openapi.json",
     "other",

@@ -399,7 +399,7 @@ fn expected_from_summary(monitor: &Monitor, minute: i64) -> Vec<(&'static str, S
         .buckets(minute, minute)
         .pop()
         .expect("the minute has a bucket");
-    let s = summary::summarize(monitor, &bucket, 1, 60, (minute + 1) * 60);
+    let s = summary::summarize(&monitor.view(), &bucket, 1, 60, (minute + 1) * 60);
     let num = |v: &Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
     let sys = &s["system"];
     let res = &sys["resources"];

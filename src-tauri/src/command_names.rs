@@ -30,4 +30,6 @@ pub const ALL: &[&str] = &[
     "alerts",
     "alert_webhook_save",
     "alert_rules_save",
+    "fleet_status",
+    "fleet_deploy",
 ];

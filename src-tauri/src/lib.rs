@@ -66,6 +66,8 @@ pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
         alerts::alerts,
         alerts::alert_webhook_save,
         alerts::alert_rules_save,
+        fleet::fleet_status,
+        fleet::fleet_deploy,
     ])
 }
 
@@ -74,6 +76,17 @@ pub fn run() {
         .plugin(tauri_plugin_dialog::init())
         .plugin(tauri_plugin_notification::init())
         .setup(|app| Ok(init(app)?))
-        .run(tauri::generate_context!())
-        .expect("the console failed to start");
+        .build(tauri::generate_context!())
+        .expect("the console failed to start")
+        .run(|app, event| {
+            // The fleet's HAProxy is the console's child: it stops with the console (the hosts'
+            // containers keep serving, as the sandbox's do).
+            if let tauri::RunEvent::Exit = event {
+                if let Some(state) = app.try_state::<state::AppState>() {
+                    if let Ok(mut b) = state.fleet_balancer.try_lock() {
+                        b.take();
+                    }
+                }
+            }
+        });
 }

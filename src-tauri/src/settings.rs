@@ -14,7 +14,8 @@ use crate::error::{AppError, AppResult};
 pub struct Settings {
     /// 0 credentials, 1 platform, 2 provision, 3 GitHub, 4 deploy, 5 verify; 6 = done.
     pub wizard_step: u8,
-    /// "sandbox", "ssh" (a host you already have) or "ec2"; other platforms only advise.
+    /// "sandbox", "fleet" (the sandbox's three hosts behind HAProxy), "ssh" (a host you already
+    /// have) or "ec2"; other platforms only advise.
     pub platform: Option<String>,
     pub aws: AwsSettings,
     pub ec2: Ec2Settings,
@@ -134,7 +135,7 @@ pub struct DashboardSettings {
     pub range_s: i64,
     pub paused: bool,
     pub feature: Option<String>,
-    /// "sandbox" or "remote".
+    /// "sandbox", "sandbox-fleet" or "remote".
     pub target: String,
 }
 
@@ -165,7 +166,17 @@ impl Settings {
             )));
         }
         if let Some(p) = &self.platform {
-            if !["sandbox", "ssh", "ec2", "cloud-run", "azure", "render"].contains(&p.as_str()) {
+            if ![
+                "sandbox",
+                "fleet",
+                "ssh",
+                "ec2",
+                "cloud-run",
+                "azure",
+                "render",
+            ]
+            .contains(&p.as_str())
+            {
                 return Err(AppError::invalid(format!("unknown platform `{p}`")));
             }
         }

@@ -6,9 +6,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use console_core::balancer::Haproxy;
 use console_core::cloudwatch::Reader;
 use console_core::engine::Progress;
+use console_core::fleet::Fleet;
+use console_core::local_balancer::LocalHaproxy;
 use console_core::sandbox::{self, Traffic};
+use console_core::sandbox_fleet;
 use console_core::service::ServiceClient;
 use console_core::ssh::{Forward, SshSession, SshTarget};
 use console_core::target::{Host, RegistryAuth};
@@ -36,6 +40,11 @@ pub struct AppState {
     pub cloudwatch: tokio::sync::Mutex<Option<(AwsKey, Reader)>>,
     /// Bumped whenever a credential is saved or deleted, so cached AWS clients are made anew.
     pub credentials_changed: AtomicU64,
+    /// The sandbox fleet's loopback ports and, once the fleet is first used, its HAProxy.
+    pub fleet_ports: sandbox_fleet::Ports,
+    pub fleet_balancer: tokio::sync::Mutex<Option<LocalHaproxy>>,
+    /// Set while a fleet rollout runs: a second one is refused rather than interleaved.
+    pub fleet_busy: std::sync::atomic::AtomicBool,
 }
 
 /// What an AWS client was made from, without any secret: region, credential source, profile,
@@ -102,6 +111,9 @@ impl AppState {
             tokens: Mutex::new(Default::default()),
             cloudwatch: tokio::sync::Mutex::new(None),
             credentials_changed: AtomicU64::new(0),
+            fleet_ports: sandbox_fleet::Ports::from_env(),
+            fleet_balancer: tokio::sync::Mutex::new(None),
+            fleet_busy: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -178,28 +190,72 @@ impl AppState {
         ))
     }
 
+    /// The compose program of this computer's Docker engine, or why the sandbox cannot deploy.
+    async fn compose(&self) -> AppResult<Vec<String>> {
+        let e = self.sandbox_engine().await;
+        match (e.docker, e.compose) {
+            (true, Some(compose)) => Ok(compose),
+            _ => Err(AppError::new(
+                "no-docker",
+                format!("the sandbox deploys containers, but {}. Start Docker (and install docker-compose), then try again", e.detail),
+            )),
+        }
+    }
+
+    /// The sandbox fleet: three hosts on this computer, each a sandbox target with the fleet's
+    /// monitoring token, alert webhook and post-switch watch.
+    pub async fn sandbox_fleet(&self) -> AppResult<Fleet> {
+        let prefix = std::env::var("MLOPS_SANDBOX_PROJECT")
+            .map(|p| format!("{p}-fleet"))
+            .unwrap_or_else(|_| "mlops-sandbox-fleet".into());
+        let mut fleet = sandbox_fleet::fleet(
+            &self.data_dir,
+            self.fleet_ports,
+            &self.compose().await?,
+            &prefix,
+        );
+        let token = self.api_token(sandbox_fleet::NAME)?.0;
+        for m in &mut fleet.members {
+            m.target.api_token = Some(token.clone());
+            m.target.alert_webhook = self.alert_webhook(sandbox_fleet::NAME);
+            m.target.watch = self.watch();
+        }
+        Ok(fleet)
+    }
+
+    /// The fleet's load balancer: its HAProxy, started on first use and kept while the console
+    /// runs.
+    pub async fn fleet_balancer(&self) -> AppResult<Haproxy> {
+        let mut g = self.fleet_balancer.lock().await;
+        if g.is_none() {
+            let (dir, ports) = (self.data_dir.clone(), self.fleet_ports);
+            let started =
+                tokio::task::spawn_blocking(move || sandbox_fleet::start_balancer(&dir, ports))
+                    .await
+                    .map_err(|e| AppError::new("haproxy", e.to_string()))?
+                    .map_err(|e| AppError::new("haproxy", e))?;
+            *g = Some(started);
+        }
+        Ok(g.as_ref().expect("started above").balancer())
+    }
+
     /// The deploy target called `name`: "sandbox" or "remote".
     pub async fn target(&self, name: &str) -> AppResult<Target> {
         match name {
             "sandbox" => {
-                let e = self.sandbox_engine().await;
-                match (e.docker, e.compose) {
-                    (true, Some(compose)) => {
-                        let mut t = sandbox::target(&self.data_dir, self.sandbox_port, compose);
-                        if let Ok(p) = std::env::var("MLOPS_SANDBOX_PROJECT") {
-                            t.project = p;
-                        }
-                        t.api_token = Some(self.api_token(&t.name)?.0);
-                        t.alert_webhook = self.alert_webhook(&t.name);
-                        t.watch = self.watch();
-                        Ok(t)
-                    }
-                    _ => Err(AppError::new(
-                        "no-docker",
-                        format!("the sandbox deploys containers, but {}. Start Docker (and install docker-compose), then try again", e.detail),
-                    )),
+                let mut t =
+                    sandbox::target(&self.data_dir, self.sandbox_port, self.compose().await?);
+                if let Ok(p) = std::env::var("MLOPS_SANDBOX_PROJECT") {
+                    t.project = p;
                 }
+                t.api_token = Some(self.api_token(&t.name)?.0);
+                t.alert_webhook = self.alert_webhook(&t.name);
+                t.watch = self.watch();
+                Ok(t)
             }
+            sandbox_fleet::NAME => Err(AppError::invalid(
+                "the fleet deploys host by host through its load balancer: use the fleet's deploy (fleet_deploy)",
+            )),
             "remote" => {
                 let r = self.remote()?;
                 let ssh = self.ssh_target(&r)?;
@@ -231,7 +287,7 @@ impl AppState {
                 Ok(t)
             }
             other => Err(AppError::invalid(format!(
-                "unknown target `{other}`; use sandbox or remote"
+                "unknown target `{other}`; use sandbox, sandbox-fleet or remote"
             ))),
         }
     }
@@ -245,6 +301,10 @@ impl AppState {
                 ServiceClient::new(SocketAddr::from(([127, 0, 0, 1], self.sandbox_port)))
                     .with_token(token),
             );
+        }
+        if name == sandbox_fleet::NAME {
+            // The fleet's first host: what a single-service page (verify, alerts) looks at.
+            return Ok(client_on(self.fleet_ports.host(0)).with_token(token));
         }
         let r = self.remote()?;
         let key = format!("{}@{}:{}>{}", r.user, r.host, r.port, r.service_port);
@@ -315,6 +375,9 @@ impl AppState {
     pub fn history_name(&self, name: &str) -> AppResult<String> {
         match name {
             "sandbox" => Ok("sandbox".into()),
+            // The fleet's tokens and rules are the fleet's; its hosts' histories are h1... (the
+            // header's serving version is the first host's).
+            sandbox_fleet::NAME => Ok(sandbox_fleet::NAME.into()),
             "remote" => Ok(self.remote()?.host),
             other => Err(AppError::invalid(format!("unknown target `{other}`"))),
         }

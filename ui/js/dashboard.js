@@ -37,6 +37,10 @@ export class Dashboard {
       await this.app.patchSettings({ dashboard: { ...this.app.settings.dashboard, feature: ev.target.value } });
       await this.refresh();
     });
+    $("#fleet-host").addEventListener("change", async () => {
+      this.host = $("#fleet-host").value;
+      await this.refresh();
+    });
     $("#traffic-toggle").addEventListener("click", () => this.toggleTraffic());
     for (const sw of ["#drift-switch", "#missing-switch"]) {
       $(sw).addEventListener("change", () => {
@@ -50,7 +54,18 @@ export class Dashboard {
     for (const b of $$("[data-range]")) b.setAttribute("aria-pressed", String(Number(b.dataset.range) === d.range_s));
     $("#pause").setAttribute("aria-pressed", String(d.paused));
     $("#pause").textContent = d.paused ? "Resume" : "Pause";
-    $("#traffic").hidden = this.app.target !== "sandbox";
+    const fleet = this.app.target === "sandbox-fleet";
+    $("#traffic").hidden = this.app.target !== "sandbox" && !fleet;
+    // The fleet's view: every host merged, or one host's own.
+    $("#fleet-host-wrap").hidden = !fleet;
+    const hosts = this.app.info.fleet?.hosts ?? [];
+    if (fleet && $("#fleet-host").options.length !== hosts.length + 1) {
+      $("#fleet-host").replaceChildren(
+        el("option", { value: "fleet" }, "Every host (merged)"),
+        ...hosts.map((h) => el("option", { value: h }, h)),
+      );
+      this.host = "fleet";
+    }
   }
 
   async show() {
@@ -84,6 +99,7 @@ export class Dashboard {
         rangeS: d.range_s,
         utcOffsetS: -new Date().getTimezoneOffset() * 60,
         feature: d.feature ?? null,
+        host: this.app.target === "sandbox-fleet" ? this.host ?? "fleet" : null,
       });
       $("#dash-error").hidden = true;
       this.render(data);
@@ -189,6 +205,7 @@ export class Dashboard {
         drift: $("#drift-switch").checked,
         missing: $("#missing-switch").checked,
         rate: 20,
+        target: this.app.target,
       }));
     } catch (e) {
       toast(e.message, true);

@@ -3,12 +3,14 @@
 import { call } from "./api.js";
 import { $, el, toast, confirmDialog } from "./dom.js";
 import { ago, clock, rollbackCandidates } from "./format.js";
+import { FleetPanel } from "./fleet.js";
 import { ProgressView, track } from "./progress.js";
 
 export class Deployments {
   constructor(app) {
     this.app = app;
     this.view = new ProgressView($("#deploy-progress"));
+    this.fleet = new FleetPanel(app);
     track(this.view);
     $("#deploy-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -46,7 +48,18 @@ export class Deployments {
     return images;
   }
 
+  get isFleet() {
+    return this.app.target === "sandbox-fleet";
+  }
+
+  hide() {
+    this.fleet.hide();
+  }
+
   async show() {
+    $("#history").hidden = this.isFleet;
+    if (this.isFleet) this.fleet.show();
+    else this.fleet.hide();
     const g = this.app.settings.github;
     $("#via-github-wrap").hidden = !(this.app.target === "remote" && g.configured);
     $("#watch-minutes").value = this.app.settings.watch_minutes ?? 0;
@@ -65,6 +78,19 @@ export class Deployments {
   /** Deploys `tag` to the current target, streaming into `view`, through GitHub Actions when
    * `viaGithub` (by default: as this page's switch says). Resolves to the record or null. */
   async deploy(tag, view, viaGithub = $("#via-github").checked && !$("#via-github-wrap").hidden) {
+    if (this.isFleet) {
+      this.setBusy(true);
+      // Each host's deploy streams into `view` in turn (the engine's events, host after host).
+      view.begin();
+      try {
+        const r = await this.fleet.deploy(tag);
+        // As a deploy's record: what the wizard's verify step and toasts read.
+        return r && { ...r.rollout, health: r.rollout.status === "succeeded" ? "ready" : "unknown" };
+      } finally {
+        view.end();
+        this.setBusy(false);
+      }
+    }
     if (!tag) {
       toast("Choose a version to deploy.", true);
       return null;

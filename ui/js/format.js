@@ -78,6 +78,7 @@ export function verdictLabel(v) {
 /** The platforms the wizard offers; `deploys` says whether the console can deploy there today. */
 export const PLATFORMS = [
   { id: "sandbox", title: "This computer", blurb: "Docker on this machine, images built locally. No cloud account.", deploys: true },
+  { id: "fleet", title: "Several hosts behind a load balancer", blurb: "Three hosts on this computer behind HAProxy: rolling and canary deploys with no downtime, one dashboard over every replica. No cloud account.", deploys: true },
   { id: "ssh", title: "An SSH host you already have", blurb: "Any Linux host with Docker and docker-compose that you can SSH into.", deploys: true },
   { id: "ec2", title: "AWS EC2", blurb: "Full control: the console provisions a t3 host, key pair, locked-down security group and Docker.", deploys: true },
   { id: "cloud-run", title: "Google Cloud Run", blurb: "Stateless APIs with variable traffic.", deploys: false,
@@ -129,14 +130,19 @@ export function checkRemote(f) {
 /** Which wizard steps apply to a platform, and why a step is skipped. */
 export function stepNote(step, platform) {
   if (step === 2 && platform !== "ec2") {
-    return platform === "sandbox"
+    return platform === "sandbox" || platform === "fleet"
       ? "Nothing to provision: the sandbox runs on this computer's Docker engine."
       : "Nothing to provision: you brought the host. Make sure Docker and docker-compose are installed on it.";
   }
-  if (step === 3 && platform === "sandbox") {
+  if (step === 3 && (platform === "sandbox" || platform === "fleet")) {
     return "GitHub is not needed for the sandbox: its images are built on this computer.";
   }
   return null;
+}
+
+/** The page's target for a wizard platform. */
+export function targetOf(platform) {
+  return platform === "sandbox" ? "sandbox" : platform === "fleet" ? "sandbox-fleet" : "remote";
 }
 
 /** Engine events → {id, steps: [{seq, name, state, seconds}], log: [lines], outcome}. */

@@ -54,6 +54,7 @@ class App {
     for (const v of $$(".view")) v.hidden = v.id !== `view-${name}`;
     if (name !== "dashboard") this.dashboard.hide();
     if (name !== "alerts") this.alerts.hide();
+    if (name !== "deployments") this.deployments.hide();
     if (name === "setup") await this.wizard.show();
     if (name === "dashboard") await this.dashboard.show();
     if (name === "deployments") await this.deployments.show();

@@ -3,7 +3,7 @@
 
 import { call, onProvision } from "./api.js";
 import { $, $$, confirmDialog, el, toast } from "./dom.js";
-import { PLATFORMS, advise, checkRemote, fixed, ownModelRequest, stepNote } from "./format.js";
+import { PLATFORMS, advise, checkRemote, fixed, ownModelRequest, stepNote, targetOf } from "./format.js";
 import { ProgressView, track } from "./progress.js";
 
 const LAST = 5;
@@ -208,6 +208,9 @@ export class Wizard {
     if (id === "sandbox") note = this.app.info.sandbox.docker
       ? `Ready: ${this.app.info.sandbox.detail}. Images come from ${this.app.info.sandbox.image}, served on 127.0.0.1:${this.app.info.sandbox.port}.`
       : `No Docker here (${this.app.info.sandbox.detail}). The sandbox needs a running Docker engine and docker-compose to deploy containers; scripts/run.sh starts the service as a local process instead, which the Dashboard tab can watch.`;
+    if (id === "fleet") note = this.app.info.sandbox.docker
+      ? `Ready: ${this.app.info.sandbox.detail}. Three hosts (h1, h2, h3) of ${this.app.info.sandbox.image} on 127.0.0.1, behind HAProxy on 127.0.0.1:${this.app.info.fleet.front_port}; HAProxy must be installed (apt install haproxy).`
+      : `No Docker here (${this.app.info.sandbox.detail}). The fleet's hosts are containers on this computer's Docker engine.`;
     $("#platform-note").textContent = note;
     $("#remote-form").hidden = id !== "ssh";
     if (save) this.app.patchSettings({ platform: id });
@@ -236,7 +239,7 @@ export class Wizard {
     if (!id) throw { message: "Choose where to deploy." };
     const p = PLATFORMS.find((x) => x.id === id);
     if (!p.deploys) throw { message: `${p.title}: ${p.needs} Choose this computer, an SSH host or EC2 to deploy from the console.` };
-    if (id === "sandbox" && !this.app.info.sandbox.docker) {
+    if ((id === "sandbox" || id === "fleet") && !this.app.info.sandbox.docker) {
       throw { message: `The sandbox needs Docker: ${this.app.info.sandbox.detail}. Start Docker and reopen the console.` };
     }
     const patch = { platform: id };
@@ -251,7 +254,7 @@ export class Wizard {
       patch.remote = value;
     }
     await this.app.patchSettings(patch);
-    this.app.setTarget(id === "sandbox" ? "sandbox" : "remote");
+    this.app.setTarget(targetOf(id));
     return true;
   }
 
@@ -440,9 +443,12 @@ export class Wizard {
 
   // ------------------------------------------------------------------ 5 deploy
   async showDeploy() {
-    const remote = this.app.target !== "sandbox";
+    const fleet = this.app.target === "sandbox-fleet";
+    const remote = this.app.target === "remote";
     const github = remote && this.app.settings.github?.configured;
-    $("#deploy-hint").textContent = !remote
+    $("#deploy-hint").textContent = fleet
+      ? "Deploys one of the images built on this computer to the three hosts one at a time: each is drained in HAProxy, deployed and gated like a single host, then put back once HAProxy sees it healthy. A host that fails stops the rollout and every host already moved returns to the version it served. The Deployments tab follows the rollout host by host and offers canary deploys."
+      : !remote
       ? "Deploys one of the images built on this computer. The new version is tried beside the serving one first, then switched in; if it does not become ready the last healthy version comes back by itself."
       : `Deploys over SSH: pull ${this.app.settings.remote?.image ?? "the image"}:<tag> on the host, try the new version beside the serving one, switch, gate on /readyz. Pick a tag (the ones deployed before come first, then the registry's), or type one.`
         + (github ? ` Or through GitHub Actions: the console dispatches ${this.app.settings.github.repo}'s deploy workflow, follows its run step by step and shows its job log, then gates the result from here.` : "");

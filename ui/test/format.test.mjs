@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   advise, ago, checkRemote, fixed, ownModelRequest, percent, progressInit, progressReduce, pValue, rollbackCandidates,
-  stepNote, verdictLabel, PLATFORMS, dashboardRangeFor,
+  stepNote, targetOf, verdictLabel, PLATFORMS, dashboardRangeFor,
 } from "../js/format.js";
 import { normalizeError } from "../js/api.js";
 
@@ -34,7 +34,7 @@ test("the advisor follows the seed's guidance", () => {
   assert.equal(advise("try").platform, "sandbox");
   assert.equal(advise("nonsense"), null);
   const deploying = PLATFORMS.filter((p) => p.deploys).map((p) => p.id);
-  assert.deepEqual(deploying, ["sandbox", "ssh", "ec2"]);
+  assert.deepEqual(deploying, ["sandbox", "fleet", "ssh", "ec2"]);
   for (const p of PLATFORMS.filter((p) => !p.deploys)) assert.ok(p.needs.length > 40, p.id);
 });
 
@@ -50,11 +50,20 @@ test("the remote-host form names each bad field", () => {
   assert.match(bad.errors.fingerprint, /ssh-keygen -lf/);
 });
 
+test("each wizard platform maps to the page's target", () => {
+  assert.equal(targetOf("sandbox"), "sandbox");
+  assert.equal(targetOf("fleet"), "sandbox-fleet");
+  assert.equal(targetOf("ssh"), "remote");
+  assert.equal(targetOf("ec2"), "remote");
+});
+
 test("steps that do not apply say why", () => {
   assert.match(stepNote(2, "sandbox"), /Nothing to provision/);
   assert.match(stepNote(2, "ssh"), /you brought the host/);
   assert.equal(stepNote(2, "ec2"), null);
   assert.match(stepNote(3, "sandbox"), /not needed/);
+  assert.match(stepNote(2, "fleet"), /Nothing to provision/);
+  assert.match(stepNote(3, "fleet"), /not needed/);
   assert.equal(stepNote(3, "ec2"), null);
 });
 

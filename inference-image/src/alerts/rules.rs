@@ -350,7 +350,7 @@ pub fn probe_summary(monitor: &crate::monitor::Monitor) -> Value {
     let now = crate::monitor::now_secs();
     let mut bucket = monitor.layout.empty_bucket(now / 60);
     bucket.system = Some(crate::monitor::system::SystemSample::default());
-    crate::monitor::summary::summarize(monitor, &bucket, 0, 60, now)
+    crate::monitor::summary::summarize(&monitor.view(), &bucket, 0, 60, now)
 }
 
 /// The first rule whose id (trimmed) an earlier rule already has, as the error to report.

@@ -284,8 +284,9 @@ pub fn minute_metrics(monitor: &Monitor, b: &Bucket) -> Vec<(&'static str, Stand
         .unwrap_or_default();
     let latency = summary::latency_quantiles(&layout.latency_bins, &predict);
     let score_counts: Vec<f64> = b.scores.iter().map(|&c| c as f64).collect();
+    let view = monitor.view();
     let verdicts: Vec<Verdict> = (0..layout.feature_names.len().min(b.features.len()))
-        .map(|j| drift::verdict(&summary::feature_drift(monitor, j, b)))
+        .map(|j| drift::verdict(&summary::feature_drift(&view, j, b)))
         .collect();
     let drifted = (drift::overall(&verdicts) != Verdict::InsufficientData)
         .then(|| verdicts.iter().filter(|v| **v == Verdict::Drift).count() as f64);

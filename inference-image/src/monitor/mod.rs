@@ -2,36 +2,36 @@
 //! layers) through a channel, so handlers never wait on it; readers merge the buckets of a window.
 //! See `summary` for what is reported and `drift` for the statistics.
 
-pub mod bins;
-pub mod bucket;
 pub mod cloudwatch;
-pub mod drift;
 pub mod feedback;
 pub mod persist;
 pub mod prometheus;
 pub mod request_id;
-pub mod series;
-pub mod summary;
+#[cfg(test)]
+mod series_tests;
 pub mod system;
-pub mod truth;
+
+// What a bucket holds and what is computed from buckets lives in `monitoring-core`, shared with
+// the console, which merges a fleet's buckets and computes the same summary and series from them.
+pub use monitoring_core::layout::Layout;
+pub use monitoring_core::{
+    bins, bucket, drift, now_secs, series, summary, truth, RETENTION_MINUTES,
+};
 
 use std::collections::{BTreeSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use std::sync::mpsc;
 use uuid::Uuid;
 
 use crate::card::ModelCard;
 use crate::request::{Issue, IssueKind, Quality};
-use bins::Bins;
 use bucket::{Bucket, Labelled, RouteStats};
 
-/// Minutes of history kept (25 h, so a 24 h window is always complete).
-pub const RETENTION_MINUTES: i64 = 25 * 60;
 /// Events waiting for the recorder; beyond this they are dropped and counted, never blocking a request.
 const QUEUE: usize = 65_536;
 /// How often the recorder drains the queue. It polls instead of being woken per event, so a request
@@ -44,63 +44,6 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 pub const FEATURE_ROWS_PER_SECOND: f64 = 20_000.0;
 /// How often the system layer is sampled.
 pub const SYSTEM_SAMPLE_EVERY: Duration = Duration::from_secs(10);
-
-/// The bin layouts every bucket uses, fixed at start-up from the model card.
-pub struct Layout {
-    pub feature_names: Vec<String>,
-    pub feature_bins: Vec<Bins>,
-    pub decile_bins: Vec<Bins>,
-    /// Each feature's decile slot from its fine slot (a value is searched for once, not twice).
-    decile_from_fine: Vec<bins::Coarsening>,
-    pub score_bins: Bins,
-    pub latency_bins: Bins,
-    /// Autoencoder: the anomaly threshold; binary classifier: the decision threshold.
-    pub threshold: Option<f64>,
-    /// Classifier: its classes (the predicted-class counts' order).
-    pub classes: Vec<String>,
-}
-
-impl Layout {
-    pub fn new(card: &ModelCard) -> Self {
-        let feature_bins: Vec<Bins> = card.features.iter().map(bins::feature_bins).collect();
-        let decile_bins: Vec<Bins> = card
-            .features
-            .iter()
-            .map(|f| bins::decile_bins(&f.histogram))
-            .collect();
-        Self {
-            feature_names: card.features.iter().map(|f| f.name.clone()).collect(),
-            decile_from_fine: feature_bins
-                .iter()
-                .zip(&decile_bins)
-                .map(|(fine, deciles)| bins::Coarsening::new(fine, deciles))
-                .collect(),
-            feature_bins,
-            decile_bins,
-            score_bins: bins::score_bins_for(card),
-            latency_bins: bins::latency_bins(),
-            threshold: card.score.threshold,
-            classes: card
-                .classifier
-                .as_ref()
-                .map(|c| c.classes.clone())
-                .unwrap_or_default(),
-        }
-    }
-
-    pub fn empty_bucket(&self, minute: i64) -> Bucket {
-        let deciles: Vec<usize> = self.decile_bins.iter().map(Bins::len).collect();
-        let mut b = Bucket::new(
-            minute,
-            self.feature_names.len(),
-            bins::FINE_BINS + 2,
-            &deciles,
-            self.score_bins.len(),
-        );
-        b.predicted = vec![0; self.classes.len()];
-        b
-    }
-}
 
 /// What a request tells the recorder.
 #[derive(Debug)]
@@ -158,12 +101,6 @@ pub struct Monitor {
     pub enabled: bool,
 }
 
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Monitor {
     pub fn new(card: Arc<ModelCard>, state_dir: Option<PathBuf>) -> Arc<Self> {
         Self::with_switch(card, state_dir, true)
@@ -200,19 +137,17 @@ impl Monitor {
 
     /// A digest of the bin layout: persisted buckets are only reused by a model with the same one.
     pub fn fingerprint(&self) -> String {
-        let l = &self.layout;
-        let text = format!(
-            "{:?}|{:?}|{:?}|{:?}",
-            l.feature_names,
-            l.feature_bins.iter().map(|b| &b.edges).collect::<Vec<_>>(),
-            l.decile_bins.iter().map(|b| &b.edges).collect::<Vec<_>>(),
-            l.score_bins.edges
-        );
-        // FNV-1a, 64 bit.
-        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        format!("{hash:016x}")
+        self.layout.fingerprint()
+    }
+
+    /// What the summary and the series read besides the buckets.
+    pub fn view(&self) -> monitoring_core::View<'_> {
+        monitoring_core::View {
+            card: &self.card,
+            layout: &self.layout,
+            in_flight: self.in_flight(),
+            dropped_events: self.dropped_events(),
+        }
     }
 
     /// Loads persisted history from the state directory (if one is configured). A file that
@@ -512,7 +447,24 @@ impl Monitor {
         let last = to / 60;
         let first = last - seconds / 60 + 1;
         let (merged, minutes) = self.merged(first, last);
-        summary::summarize(self, &merged, minutes, seconds, to)
+        summary::summarize(&self.view(), &merged, minutes, seconds, to)
+    }
+
+    /// `GET /v1/monitoring/series`: `metric` from `from` to `to` (Unix seconds) every `step`
+    /// seconds, clamped to what is kept.
+    pub fn series(
+        &self,
+        metric: &str,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> Result<serde_json::Value, String> {
+        let span = series::Span::new(from, to, step, now_secs())?;
+        let (first, last) = span.minutes();
+        let view = self.view();
+        self.read_range(first, last, |buckets| {
+            series::series(&view, metric, &span, buckets)
+        })
     }
 
     /// The buckets with minute in [from, to] merged into one, and how many minutes had data.

@@ -19,6 +19,10 @@ pub async fn app_info(state: State<'_, AppState>) -> AppResult<Value> {
             "port": state.sandbox_port,
             "image": console_core::sandbox::IMAGE,
         },
+        "fleet": {
+            "front_port": state.fleet_ports.front,
+            "hosts": console_core::sandbox_fleet::host_names(),
+        },
         "settings": state.settings(),
     }))
 }

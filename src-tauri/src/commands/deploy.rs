@@ -4,6 +4,7 @@
 use console_core::history::Step;
 use console_core::registry;
 use console_core::sandbox;
+use console_core::sandbox_fleet;
 use console_core::vault::SecretName;
 use console_core::Deployment;
 use serde::Serialize;
@@ -29,7 +30,8 @@ pub struct Images {
 
 #[tauri::command]
 pub async fn images_list(state: State<'_, AppState>, target: String) -> AppResult<Images> {
-    if target == "sandbox" {
+    // The fleet's hosts run this computer's images, like the sandbox.
+    if target == "sandbox" || target == sandbox_fleet::NAME {
         let tags = sandbox::local_tags(sandbox::IMAGE)
             .await
             .map_err(|e| crate::error::AppError::new("docker", e))?;
@@ -136,7 +138,11 @@ pub struct HistoryView {
 
 #[tauri::command]
 pub fn history_list(state: State<'_, AppState>, target: String) -> AppResult<HistoryView> {
-    let name = state.history_name(&target)?;
+    let name = match target.as_str() {
+        // A fleet's history is its rollouts (fleet_status); here, its first host's deployments.
+        sandbox_fleet::NAME => format!("{}/h1", sandbox_fleet::NAME),
+        _ => state.history_name(&target)?,
+    };
     let h = state.engine.history();
     Ok(HistoryView {
         serving: h.serving(&name)?,

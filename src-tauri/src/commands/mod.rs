@@ -5,6 +5,7 @@ pub mod app;
 pub mod cloud;
 pub mod credentials;
 pub mod deploy;
+pub mod fleet;
 pub mod github;
 pub mod monitoring;
 pub mod own_model;

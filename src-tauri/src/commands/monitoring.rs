@@ -1,8 +1,11 @@
 //! The live dashboard: one call fetches every layer from the serving version and draws the charts;
-//! for an EC2 host, CloudWatch's view of the instance is fetched alongside.
+//! for an EC2 host, CloudWatch's view of the instance is fetched alongside; for the fleet, every
+//! host's buckets merged (or one host's own view).
 
 use console_core::cloud_charts;
 use console_core::dashboard::{self, Dashboard, Request};
+use console_core::fleet_monitor::FleetView;
+use console_core::sandbox_fleet;
 use tauri::State;
 
 use crate::error::{AppError, AppResult};
@@ -15,6 +18,7 @@ pub async fn dashboard(
     range_s: i64,
     utc_offset_s: i64,
     feature: Option<String>,
+    host: Option<String>,
 ) -> AppResult<Dashboard> {
     if ![900, 3600, 86_400].contains(&range_s) {
         return Err(AppError::invalid(format!(
@@ -26,9 +30,6 @@ pub async fn dashboard(
             "UTC offset {utc_offset_s} s is out of range"
         )));
     }
-    let client = state.service(&target).await?;
-    let name = state.history_name(&target)?;
-    let markers = dashboard::markers(&state.engine.history().deployments(&name, 500)?);
     let now = console_core::history::now_ms() / 1000;
     let req = Request {
         range_s,
@@ -36,6 +37,12 @@ pub async fn dashboard(
         feature,
         now,
     };
+    if target == sandbox_fleet::NAME {
+        return fleet_dashboard(&state, host.as_deref(), &req).await;
+    }
+    let client = state.service(&target).await?;
+    let name = state.history_name(&target)?;
+    let markers = dashboard::markers(&state.engine.history().deployments(&name, 500)?);
     let settings = state.settings();
     let instance = settings
         .ec2
@@ -56,6 +63,42 @@ pub async fn dashboard(
     board.charts.extend(charts);
     board.alerts.extend(alerts);
     Ok(board)
+}
+
+/// The fleet's dashboard: every host merged (`host` None or `fleet`), or one host's own.
+async fn fleet_dashboard(
+    state: &AppState,
+    host: Option<&str>,
+    req: &Request,
+) -> AppResult<Dashboard> {
+    let token = state.api_token(sandbox_fleet::NAME)?.0;
+    let replicas = sandbox_fleet::replicas(state.fleet_ports, Some(token));
+    // Each rollout starts on the first host: its deployments mark the fleet's versions.
+    let first = format!("{}/{}", sandbox_fleet::NAME, replicas[0].name);
+    let markers = dashboard::markers(&state.engine.history().deployments(&first, 500)?);
+    let board = match host.filter(|h| *h != "fleet") {
+        None => {
+            let view = FleetView::read(
+                &replicas,
+                req.range_s,
+                dashboard::step_for(req.range_s),
+                req.now,
+            )
+            .await
+            .map_err(|e| AppError::new("monitoring", e))?;
+            dashboard::refresh(&view, &markers, req).await
+        }
+        Some(h) => {
+            let r = replicas.iter().find(|r| r.name == h).ok_or_else(|| {
+                AppError::invalid(format!(
+                    "the fleet has no host `{h}`; its hosts are {}",
+                    sandbox_fleet::host_names().join(", ")
+                ))
+            })?;
+            dashboard::refresh(&r.client, &markers, req).await
+        }
+    };
+    board.map_err(|e| AppError::new("monitoring", e))
 }
 
 #[derive(serde::Serialize)]

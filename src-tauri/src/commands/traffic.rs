@@ -3,6 +3,7 @@
 
 use console_core::own_model;
 use console_core::sandbox::{companion_binary, Traffic};
+use console_core::sandbox_fleet;
 use serde::Serialize;
 use tauri::State;
 
@@ -29,14 +30,30 @@ impl TrafficStatus {
     }
 }
 
-/// Starts (or restarts with new settings) the replay tool against the sandbox.
+/// Starts (or restarts with new settings) the replay tool against the sandbox, or against the
+/// sandbox fleet's load balancer (`target` = `sandbox-fleet`).
 #[tauri::command]
 pub async fn traffic_start(
     state: State<'_, AppState>,
     drift: bool,
     missing: Option<bool>,
     rate: f64,
+    target: Option<String>,
 ) -> AppResult<TrafficStatus> {
+    let fleet = target.as_deref() == Some(sandbox_fleet::NAME);
+    let (port, served_by, token_of) = if fleet {
+        (
+            state.fleet_ports.front,
+            format!("{}/h1", sandbox_fleet::NAME),
+            sandbox_fleet::NAME,
+        )
+    } else {
+        (
+            state.sandbox_port,
+            state.history_name("sandbox")?,
+            "sandbox",
+        )
+    };
     let missing = missing.unwrap_or(false);
     let replay = companion_binary("replay").ok_or_else(|| {
         AppError::new(
@@ -48,7 +65,7 @@ pub async fn traffic_start(
     let own = state
         .engine
         .history()
-        .serving(&state.history_name("sandbox")?)?
+        .serving(&served_by)?
         .and_then(|d| own_model::replay_data(&state.data_dir, &d.tag));
     let scenario = match &own {
         Some(data) => data.scenario(drift, missing),
@@ -67,16 +84,9 @@ pub async fn traffic_start(
     if let Some(old) = g.take() {
         old.stop().await;
     }
-    let (token, _) = state.api_token("sandbox")?;
-    let t = Traffic::start(
-        &replay,
-        state.sandbox_port,
-        &scenario,
-        rate,
-        Some(&token),
-        own.as_ref(),
-    )
-    .map_err(AppError::invalid)?;
+    let (token, _) = state.api_token(token_of)?;
+    let t = Traffic::start(&replay, port, &scenario, rate, Some(&token), own.as_ref())
+        .map_err(AppError::invalid)?;
     let status = TrafficStatus::of(&t, true, None);
     *g = Some(t);
     Ok(status)

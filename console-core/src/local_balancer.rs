@@ -1,0 +1,127 @@
+//! Debian's HAProxy on loopback as a local fleet's load balancer (the sandbox's fleet, and the
+//! tests'): one HTTP frontend, one backend with a server per host, each checked on `/readyz`, and
+//! the runtime API on a loopback TCP port with admin level, which [`crate::balancer::Haproxy`]
+//! drives (drain, maint, ready).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::balancer::Haproxy;
+
+/// The backend's name in the configuration.
+pub const BACKEND: &str = "inference";
+
+/// A running HAProxy, stopped when dropped.
+pub struct LocalHaproxy {
+    child: Child,
+    /// Where clients send their requests: 127.0.0.1:`port`.
+    pub port: u16,
+    /// The runtime API, `127.0.0.1:<port>`.
+    pub api: String,
+    /// Its configuration and its error log.
+    pub dir: PathBuf,
+}
+
+/// The configuration for `servers` (name, loopback port). Retries on another server cover a
+/// connection refused by a host just taken out of the pool; a predict request's body fits in the
+/// buffer, so it can be retried.
+pub fn config(port: u16, api_port: u16, servers: &[(String, u16)]) -> String {
+    let lines: String = servers
+        .iter()
+        .map(|(name, p)| format!("    server {name} 127.0.0.1:{p} check\n"))
+        .collect();
+    format!(
+        "global
+    stats socket ipv4@127.0.0.1:{api_port} level admin
+    maxconn 2000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout queue 10s
+    retries 3
+    option redispatch
+    retry-on conn-failure empty-response response-timeout
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend {BACKEND}
+backend {BACKEND}
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 300ms fall 2 rise 1
+{lines}"
+    )
+}
+
+impl LocalHaproxy {
+    /// Writes the configuration into `dir`, starts `haproxy` and waits until its runtime API
+    /// answers. Servers that do not answer yet are simply DOWN until they do. Blocking (it waits
+    /// up to 20 s): call it from a blocking context.
+    pub fn start(
+        dir: &Path,
+        port: u16,
+        api_port: u16,
+        servers: &[(String, u16)],
+    ) -> Result<LocalHaproxy, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, config(port, api_port, servers))
+            .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
+        let err_log = dir.join("haproxy.err");
+        let stderr = std::fs::File::create(&err_log)
+            .map_err(|e| format!("cannot write {}: {e}", err_log.display()))?;
+        let mut child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| {
+                format!("HAProxy could not start ({e}); install it with `sudo apt install haproxy`")
+            })?;
+        let api = format!("127.0.0.1:{api_port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&api).is_err() {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&err_log).unwrap_or_default();
+                let tail: String = log.lines().rev().take(8).collect::<Vec<_>>().join("\n");
+                return Err(format!(
+                    "HAProxy did not open its runtime API on {api}{}: {tail}",
+                    exited.map_or(" within 20 s".to_string(), |s| format!(" ({s})"))
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(LocalHaproxy {
+            child,
+            port,
+            api,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A client of its runtime API.
+    pub fn balancer(&self) -> Haproxy {
+        Haproxy::new(self.api.clone(), BACKEND)
+    }
+}
+
+impl Drop for LocalHaproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,136 @@
+// The fleet on the Deployments page: its hosts as HAProxy sees them, and its rollouts with a row
+// per host action, polled while the page is open so a rollout is followed host by host live.
+// Rolling a fleet back is a rolling deploy of an earlier version.
+
+import { call } from "./api.js";
+import { $, el, toast, confirmDialog } from "./dom.js";
+import { ago, clock, seconds } from "./format.js";
+
+const POLL_MS = 700;
+
+function badge(status) {
+  const cls = status === "succeeded" || status === "UP" ? "ok"
+    : status === "running" ? "running"
+    : status === "failed" || status === "rolled-back" || status.startsWith("DOWN") ? "bad" : "neutral";
+  return el("span", { class: `badge ${cls}` }, status);
+}
+
+function figure(v) {
+  return v == null ? "–" : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(2);
+}
+
+export class FleetPanel {
+  constructor(app) {
+    this.app = app;
+    this.timer = null;
+    this.busy = false;
+    $("#fleet-strategy").addEventListener("change", () => this.showOptions());
+    this.showOptions();
+  }
+
+  showOptions() {
+    $("#fleet-watch-wrap").hidden = $("#fleet-strategy").value !== "canary";
+  }
+
+  show() {
+    $("#fleet-panel").hidden = false;
+    this.poll();
+  }
+
+  hide() {
+    $("#fleet-panel").hidden = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  async poll() {
+    clearTimeout(this.timer);
+    await this.refresh();
+    if (!$("#fleet-panel").hidden) this.timer = setTimeout(() => this.poll(), POLL_MS);
+  }
+
+  async refresh() {
+    let s;
+    try {
+      s = await call("fleet_status");
+    } catch (e) {
+      $("#fleet-error").textContent = e.message;
+      $("#fleet-error").hidden = false;
+      return;
+    }
+    $("#fleet-error").hidden = true;
+    this.render(s);
+  }
+
+  render(s) {
+    $("#fleet-front").textContent = String(s.front_port);
+    $("#fleet-hosts tbody").replaceChildren(...s.hosts.map((h) =>
+      el("tr", { "data-host": h.name },
+        el("th", { scope: "row" }, h.name), el("td", { class: "num" }, h.port),
+        el("td", {}, badge(h.balancer), h.sessions ? el("span", { class: "muted" }, ` ${h.sessions} in flight`) : ""),
+        el("td", {}, h.serving ? h.serving.tag : el("span", { class: "muted" }, "nothing")))));
+    const current = s.rollouts.find((r) => r.rollout.status === "succeeded")?.rollout.tag;
+    const offered = new Set();
+    $("#fleet-rollouts").replaceChildren(...(s.rollouts.length ? s.rollouts.map((r) => {
+      const o = r.rollout;
+      let back = "";
+      if (o.status === "succeeded" && o.tag !== current && !offered.has(o.tag) && !s.busy && !this.busy) {
+        offered.add(o.tag);
+        back = el("button", { type: "button", "data-fleet-rollback": o.tag, onclick: () => this.rollback(o.tag, current) }, `Roll back to ${o.tag}`);
+      }
+      const verdict = o.verdict ? JSON.parse(o.verdict) : null;
+      return el("section", { class: "rollout", "data-rollout": o.id, "data-status": o.status },
+        el("h3", {}, `#${o.id} · ${o.tag} · ${o.strategy} · `, badge(o.status),
+          el("span", { class: "muted" }, ` ${clock(o.started_at_ms)} (${ago(o.started_at_ms)})`), back),
+        o.error ? el("p", { class: "muted" }, o.error) : "",
+        verdict ? el("table", { class: "grid verdict" },
+          el("caption", {}, verdict.promote ? "Canary promoted" : `Canary refused: ${verdict.reason ?? ""}`),
+          el("thead", {}, el("tr", {}, ...["Figure", "Canary", "Rest of the fleet", "Limit", ""].map((t) => el("th", { scope: "col" }, t)))),
+          el("tbody", {}, ...verdict.figures.map((f) => el("tr", {},
+            el("td", {}, f.name), el("td", { class: "num" }, figure(f.canary)), el("td", { class: "num" }, figure(f.fleet)),
+            el("td", {}, f.limit), el("td", {}, badge(f.ok ? "succeeded" : "failed")))))) : "",
+        el("table", { class: "grid rollout-hosts" },
+          el("thead", {}, el("tr", {}, ...["Host", "Action", "Result", "Time", "Detail"].map((t) => el("th", { scope: "col" }, t)))),
+          el("tbody", {}, ...r.hosts.map((h) => el("tr", { "data-host": h.host, "data-action": h.action, "data-status": h.status },
+            el("td", {}, h.host), el("td", {}, h.action), el("td", {}, badge(h.status)),
+            el("td", { class: "num" }, h.finished_at_ms ? seconds((h.finished_at_ms - h.started_at_ms) / 1000) : "…"),
+            el("td", { class: "muted" }, h.detail ?? ""))))));
+    }) : [el("p", { class: "muted" }, "No rollouts yet.")]));
+  }
+
+  /** Rolls `tag` out with the strategy chosen on the page; resolves to the report or null. */
+  async deploy(tag, strategy = $("#fleet-strategy").value) {
+    if (!tag) {
+      toast("Choose a version to deploy.", true);
+      return null;
+    }
+    this.busy = true;
+    this.poll();
+    try {
+      const r = await call("fleet_deploy", {
+        tag, strategy,
+        maxUnavailable: Number($("#fleet-max-unavailable").value) || 1,
+        watchS: Number($("#fleet-watch").value) || 60,
+      });
+      const o = r.rollout;
+      if (o.status === "succeeded") toast(`${o.tag} is serving on every host.`);
+      else toast(`${o.tag} was not rolled out (${o.status}): ${o.error ?? ""}`, true);
+      return r;
+    } catch (e) {
+      toast(e.message, true);
+      return null;
+    } finally {
+      this.busy = false;
+      await Promise.all([this.refresh(), this.app.refreshServing()]);
+    }
+  }
+
+  async rollback(tag, current) {
+    const ok = await confirmDialog(
+      `Roll the fleet back to ${tag}?`,
+      `${current ?? "The current version"} is replaced by ${tag} host by host: each host leaves HAProxy's pool, switches, and comes back once healthy, so the fleet keeps answering.`,
+      `Roll back to ${tag}`,
+    );
+    if (ok) await this.deploy(tag, "rolling");
+  }
+}
