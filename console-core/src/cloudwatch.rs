@@ -82,6 +82,80 @@ pub fn service_queries(namespace: &str, service: &str, model_version: &str) -> V
     .collect()
 }
 
+/// What CloudWatch calls a fleet's load balancer and target group in the `AWS/ApplicationELB`
+/// namespace: the ends of their ARNs (`app/<name>/<id>`, `targetgroup/<name>/<id>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlbDimensions {
+    pub load_balancer: String,
+    pub target_group: String,
+}
+
+impl AlbDimensions {
+    /// From the load balancer's and the target group's ARNs.
+    pub fn from_arns(
+        load_balancer_arn: &str,
+        target_group_arn: &str,
+    ) -> Result<AlbDimensions, String> {
+        let tail = |arn: &str, marker: &str, keep_marker: bool| -> Result<String, String> {
+            let at = arn
+                .find(marker)
+                .filter(|_| arn.starts_with("arn:"))
+                .ok_or_else(|| format!("{arn:?} is not an ARN with `{marker}` in it"))?;
+            let rest = if keep_marker {
+                &arn[at + 1..]
+            } else {
+                &arn[at + marker.len()..]
+            };
+            if rest.split('/').filter(|p| !p.is_empty()).count() < 3 {
+                return Err(format!(
+                    "{arn:?} ends without the name and id CloudWatch needs"
+                ));
+            }
+            Ok(rest.to_string())
+        };
+        Ok(AlbDimensions {
+            load_balancer: tail(load_balancer_arn, ":loadbalancer/", false)?,
+            target_group: tail(target_group_arn, ":targetgroup/", true)?,
+        })
+    }
+}
+
+/// A fleet's series: what the Application Load Balancer measures for the whole fleet (requests,
+/// the targets' response time, 5xx from the targets and from the balancer itself, healthy and
+/// unhealthy hosts), and each instance's CPU as `cpu_<i>` in the order given.
+pub fn fleet_queries(alb: &AlbDimensions, instance_ids: &[String]) -> Vec<Query> {
+    let lb = [("LoadBalancer", alb.load_balancer.as_str())];
+    let tg = [
+        ("TargetGroup", alb.target_group.as_str()),
+        ("LoadBalancer", alb.load_balancer.as_str()),
+    ];
+    let ns = "AWS/ApplicationELB";
+    let mut q = vec![
+        Query::new("alb_requests", ns, "RequestCount", &tg, "Sum"),
+        Query::new("alb_latency", ns, "TargetResponseTime", &tg, "Average"),
+        Query::new(
+            "alb_target_5xx",
+            ns,
+            "HTTPCode_Target_5XX_Count",
+            &tg,
+            "Sum",
+        ),
+        Query::new("alb_elb_5xx", ns, "HTTPCode_ELB_5XX_Count", &lb, "Sum"),
+        Query::new("alb_healthy", ns, "HealthyHostCount", &tg, "Minimum"),
+        Query::new("alb_unhealthy", ns, "UnHealthyHostCount", &tg, "Maximum"),
+    ];
+    q.extend(instance_ids.iter().enumerate().map(|(i, id)| {
+        Query::new(
+            &format!("cpu_{i}"),
+            "AWS/EC2",
+            "CPUUtilization",
+            &[("InstanceId", id)],
+            "Average",
+        )
+    }));
+    q
+}
+
 /// The period (seconds) for a time range: about 360 points at most, a multiple of 60, and no finer
 /// than CloudWatch keeps data (1-minute data for 15 days, 5-minute for 63, hourly after).
 pub fn period_for(range: Duration, age_of_start: Duration) -> i32 {
@@ -270,6 +344,52 @@ mod tests {
             period_for(3 * 24 * h + Duration::from_secs(11), h),
         ] {
             assert_eq!(p % 60, 0);
+        }
+    }
+
+    #[test]
+    fn alb_dimensions_are_the_ends_of_the_arns() {
+        let d = AlbDimensions::from_arns(
+            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/mlops-demo/50dc6c495c0c9188",
+            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/mlops-demo/73e2d6bc24d8a067",
+        )
+        .unwrap();
+        assert_eq!(d.load_balancer, "app/mlops-demo/50dc6c495c0c9188");
+        assert_eq!(d.target_group, "targetgroup/mlops-demo/73e2d6bc24d8a067");
+        let q = fleet_queries(&d, &["i-1".into(), "i-2".into()]);
+        let ids: Vec<&str> = q.iter().map(|q| q.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "alb_requests",
+                "alb_latency",
+                "alb_target_5xx",
+                "alb_elb_5xx",
+                "alb_healthy",
+                "alb_unhealthy",
+                "cpu_0",
+                "cpu_1"
+            ]
+        );
+        assert_eq!(
+            q[7].dimensions,
+            [("InstanceId".to_string(), "i-2".to_string())]
+        );
+        for (lb, tg) in [
+            (
+                "app/mlops-demo/50dc",
+                "arn:aws:elasticloadbalancing:r:1:targetgroup/a/b",
+            ),
+            (
+                "arn:aws:elasticloadbalancing:r:1:loadbalancer/app/x",
+                "arn:aws:elasticloadbalancing:r:1:targetgroup/a/b",
+            ),
+            (
+                "arn:aws:elasticloadbalancing:r:1:loadbalancer/app/x/1",
+                "arn:aws:elasticloadbalancing:r:1:targetgroup/a",
+            ),
+        ] {
+            assert!(AlbDimensions::from_arns(lb, tg).is_err(), "{lb} {tg}");
         }
     }
 

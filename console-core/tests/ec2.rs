@@ -354,12 +354,7 @@ async fn the_cloudwatch_reader_returns_the_host_and_service_series() {
     let conf = moto.config("testing").await;
     let cw = aws_sdk_cloudwatch::Client::new(&conf);
     // EC2 publishes no datapoints in moto: put a realistic hour of them, one a minute.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        / 60
-        * 60;
+    let now = this_minute();
     let dim = |k: &str, v: &str| Dimension::builder().name(k).value(v).build();
     for m in 1..=30i64 {
         let t = DateTime::from_secs(now - m * 60);
@@ -463,6 +458,134 @@ async fn the_cloudwatch_reader_returns_the_host_and_service_series() {
         alerts[0].text.starts_with("CloudWatch metrics unavailable"),
         "{alerts:?}"
     );
+}
+
+#[tokio::test]
+async fn a_fleets_cloudwatch_row_reads_the_load_balancer_and_each_host() {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    use console_core::cloud_charts;
+    use console_core::cloudwatch::{fleet_queries, AlbDimensions, Reader};
+
+    let Some(moto) = Moto::start(&[]) else { return };
+    let conf = moto.config("testing").await;
+    let cw = aws_sdk_cloudwatch::Client::new(&conf);
+    let now = this_minute();
+    let alb = AlbDimensions::from_arns(
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/mlops-demo/50dc6c495c0c9188",
+        "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/mlops-demo/73e2d6bc24d8a067",
+    )
+    .unwrap();
+    let dim = |k: &str, v: &str| Dimension::builder().name(k).value(v).build();
+    // What the ALB publishes: per target group (with its load balancer), and per load balancer.
+    for m in 1..=10i64 {
+        let t = DateTime::from_secs(now - m * 60);
+        let tg = |metric: &str, v: f64| {
+            MetricDatum::builder()
+                .metric_name(metric)
+                .dimensions(dim("TargetGroup", &alb.target_group))
+                .dimensions(dim("LoadBalancer", &alb.load_balancer))
+                .timestamp(t)
+                .value(v)
+                .build()
+        };
+        cw.put_metric_data()
+            .namespace("AWS/ApplicationELB")
+            .metric_data(tg("RequestCount", 600.0))
+            .metric_data(tg("TargetResponseTime", 0.02))
+            .metric_data(tg("HealthyHostCount", 3.0))
+            .metric_data(tg("UnHealthyHostCount", 0.0))
+            .send()
+            .await
+            .unwrap();
+        // A datum of another target group on the same balancer is not the fleet's.
+        cw.put_metric_data()
+            .namespace("AWS/ApplicationELB")
+            .metric_data(
+                MetricDatum::builder()
+                    .metric_name("RequestCount")
+                    .dimensions(dim("TargetGroup", "targetgroup/other/1"))
+                    .dimensions(dim("LoadBalancer", &alb.load_balancer))
+                    .timestamp(t)
+                    .value(99_999.0)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    for (i, host) in ["i-0a", "i-0b", "i-0c"].iter().enumerate() {
+        cw_put(
+            &conf,
+            "CPUUtilization",
+            host,
+            now - 60,
+            10.0 * (i + 1) as f64,
+        )
+        .await;
+    }
+    let hosts: Vec<(String, String)> = [("h1", "i-0a"), ("h2", "i-0b"), ("h3", "i-0c")]
+        .iter()
+        .map(|(n, i)| (n.to_string(), i.to_string()))
+        .collect();
+    let reader = Reader::new(cw);
+    let ids: Vec<String> = hosts.iter().map(|h| h.1.clone()).collect();
+    let series = reader
+        .last(&fleet_queries(&alb, &ids), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let get = |id: &str| series.iter().find(|s| s.id == id).unwrap().points.clone();
+    let requests = get("alb_requests");
+    assert_eq!(requests.len(), 10, "{requests:?}");
+    assert!(requests.iter().all(|p| p.1 == 600.0), "{requests:?}");
+    assert_eq!(get("alb_healthy").last().unwrap().1, 3.0);
+    // (moto's periods start at the range's start, not on the minute.)
+    let cpu: Vec<f64> = get("cpu_2").iter().map(|p| p.1).collect();
+    assert_eq!(cpu, [30.0]);
+    assert!(get("alb_elb_5xx").is_empty());
+
+    let req = console_core::dashboard::Request {
+        range_s: 3600,
+        utc_offset_s: 0,
+        feature: None,
+        now,
+    };
+    let (charts, alerts) = cloud_charts::fleet_charts(&reader, &alb, &hosts, &[], &req).await;
+    assert!(alerts.is_empty(), "{alerts:?}");
+    let ids: Vec<&str> = charts.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "alb_requests",
+            "alb_latency",
+            "alb_5xx",
+            "alb_hosts",
+            "ec2_cpu_fleet"
+        ]
+    );
+    // 600 requests in a one-minute period.
+    assert_eq!(
+        charts[0].latest.as_deref(),
+        Some(console_core::charts::Unit::PerSecond.format(10.0).as_str())
+    );
+    assert!(charts[4].svg.contains("h3"), "a line per host");
+
+    drop(moto);
+    let (charts, alerts) = cloud_charts::fleet_charts(&reader, &alb, &hosts, &[], &req).await;
+    assert!(charts.is_empty());
+    assert!(
+        alerts[0].text.starts_with("CloudWatch metrics unavailable"),
+        "{alerts:?}"
+    );
+}
+
+/// The start of the current minute, in Unix seconds.
+fn this_minute() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    secs / 60 * 60
 }
 
 async fn cw_put(conf: &aws_config::SdkConfig, metric: &str, instance: &str, at: i64, value: f64) {
