@@ -1,7 +1,8 @@
 """The fleet through the window (issue 17): the wizard offers "several hosts behind a load
 balancer", deploys v1 to the sandbox's three hosts behind Debian's HAProxy, and the Deployments page
 follows a rolling deploy of v2 host by host live, then rolls the fleet back to v1 with one
-confirmation. The dashboard shows every host merged and each host on its own.
+confirmation, grows it to four hosts and shrinks it to two. The dashboard shows every host merged and
+each host on its own.
 
 Real parts: the release app under Xvfb through tauri-driver, a private keychain, HAProxy started by
 the app, three compose projects on this machine's Docker engine, the replay tool sending traffic
@@ -28,14 +29,14 @@ def fleet_console(tmp_path, display, binaries, sandbox_images):
     import shutil
 
     need(shutil.which("haproxy") is not None, "haproxy is not installed (scripts/setup.sh installs it)")
-    # The fleet's block: HAProxy's frontend and API, then the hosts from +10 (each with a second
-    # port for trying a new version).
-    front = free_low_ports(16)
+    # The fleet's block: HAProxy's frontend and API, then up to ten hosts from +10 (each with a
+    # second port for trying a new version).
+    front = free_low_ports(30)
     c = Console(tmp_path, display, binaries, env={"MLOPS_SANDBOX_FLEET_PORT": str(front)})
     c.fleet_front = front
     yield c
     c.close()
-    for h in ["h1", "h2", "h3"]:
+    for h in ["h1", "h2", "h3", "h4"]:
         compose_down(f"{c.project}-fleet-{h}", c.data / "sandbox-fleet" / h)
 
 
@@ -124,10 +125,45 @@ def test_wizard_to_a_fleet_rolling_deploy_followed_live_and_rolled_back(fleet_co
     assert served(console.fleet_front) == "v1"
     shot("rolled-back-v1")
 
-    # --- the history holds one rollout per deploy, a row per host action
+    # --- four hosts: h4 gets v1 out of the pool, then joins; the dashboard's selector follows
+    def resize(n: int, confirm: str) -> None:
+        size = page.find("#fleet-size")
+        size.clear()
+        size.send_keys(str(n))
+        click("#fleet-resize")
+        page.visible("#confirm", what="the confirmation")
+        assert confirm in text("#confirm-text"), text("#confirm-text")
+        click("#confirm-ok")
+
+    resize(4, "joins HAProxy's pool")
+    wait(lambda drv: len(page.rows_text("#fleet-hosts tbody tr")) == 4, 120, "h4 in the table")
+    wait(lambda drv: text("#fleet-hosts tbody").count("UP") == 4, 60, "four hosts UP in HAProxy")
+    assert text("#fleet-hosts tbody").count("v1") == 4, text("#fleet-hosts tbody")
+    page.present('#fleet-rollouts .rollout:first-child[data-status="succeeded"] tr[data-action="add"]', 30,
+                 "the resize recorded")
+    shot("grown-to-4")
+    assert {served(console.fleet_front) for _ in range(8)} == {"v1"}
+    click("#tab-dashboard")
+    wait(lambda drv: len(page.find("#fleet-host").find_elements("css selector", "option")) == 5, 30,
+         "h4 in the dashboard's host selector")
+    click("#tab-deployments")
+
+    # --- two hosts: h4 then h3 are drained and stopped; the front keeps answering
+    resize(2, "h3 to h4 leave")
+    wait(lambda drv: len(page.rows_text("#fleet-hosts tbody tr")) == 2, 120, "two hosts left")
+    page.present('#fleet-rollouts .rollout:first-child[data-status="succeeded"] tr[data-action="remove"]', 30,
+                 "the shrink recorded")
+    assert served(console.fleet_front) == "v1"
+    shot("shrunk-to-2")
+
+    # --- the history holds one rollout per deploy or resize, a row per host action
     rollouts = console.query("SELECT tag, strategy, status FROM rollouts ORDER BY id")
     assert rollouts == [("v1", "rolling", "succeeded"), ("v2", "rolling", "succeeded"),
-                        ("v1", "rolling", "succeeded")], rollouts
+                        ("v1", "rolling", "succeeded"), ("v1", "scale", "succeeded"),
+                        ("v1", "scale", "succeeded")], rollouts
+    resized = console.query("SELECT host, action, status FROM rollout_hosts WHERE rollout_id >= 4 ORDER BY rollout_id, seq")
+    assert resized == [("h4", "add", "succeeded"), ("h4", "remove", "succeeded"),
+                       ("h3", "remove", "succeeded")], resized
     hosts = console.query("SELECT host, action, status FROM rollout_hosts WHERE rollout_id = 2 ORDER BY seq")
     assert hosts == [("h1", "deploy", "succeeded"), ("h2", "deploy", "succeeded"),
                      ("h3", "deploy", "succeeded")], hosts

@@ -279,6 +279,42 @@ pub fn parse_stat(csv: &str, backend: &str) -> Vec<MemberState> {
         .collect()
 }
 
+/// For the fleet's unit tests: a balancer that records every call and cannot drain the hosts named
+/// in `stuck` (their requests stay in flight).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Recording {
+    pub stuck: Vec<&'static str>,
+    pub calls: std::sync::Mutex<Vec<String>>,
+}
+
+#[cfg(test)]
+#[async_trait::async_trait]
+impl Balancer for Recording {
+    fn describe(&self) -> String {
+        "recording balancer".into()
+    }
+    async fn members(&self) -> Result<Vec<MemberState>, BalancerError> {
+        Ok(Vec::new())
+    }
+    async fn drain(&self, member: &str, _: Duration) -> Result<(), BalancerError> {
+        self.calls.lock().unwrap().push(format!("drain {member}"));
+        if self.stuck.contains(&member) {
+            return Err(BalancerError::Timeout {
+                member: member.into(),
+                what: "requests still in flight",
+                seconds: 30.0,
+                state: "DRAIN, 3 in flight, 0 queued".into(),
+            });
+        }
+        Ok(())
+    }
+    async fn enable(&self, member: &str, _: Duration) -> Result<(), BalancerError> {
+        self.calls.lock().unwrap().push(format!("enable {member}"));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

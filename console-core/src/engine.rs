@@ -346,6 +346,49 @@ impl Engine {
         run.end_with(result, &*exec, serving).await
     }
 
+    /// Stops `target`'s service (`compose down` in its directory) when its host leaves a fleet.
+    /// Its history stays as it was; deploying to it again starts it. The outer error is a refusal
+    /// (another deployment runs there) or the history's; the inner one says why the service could
+    /// not be stopped.
+    pub async fn stop_service(&self, target: &Target) -> Result<Result<(), String>, EngineError> {
+        let _claim = self.claim(&target.name)?;
+        let host = describe_host(target);
+        self.audit(
+            target,
+            None,
+            &format!("stop the service on {host} (the host leaves its fleet)"),
+        );
+        let exec: Box<dyn Executor> = match &target.host {
+            Host::Local => Box::new(LocalExecutor),
+            Host::Ssh(t) => match SshExecutor::connect(t).await {
+                Ok(e) => Box::new(e),
+                Err(e) => return Ok(Err(format!("could not connect to {host}: {e}"))),
+            },
+        };
+        let cmd = steps::down(target);
+        let result = match capture(&*exec, &cmd, target.step_timeout).await {
+            Ok((0, _, _)) => Ok(()),
+            Ok((code, out, err)) => {
+                let said = redact(
+                    if err.trim().is_empty() { &out } else { &err },
+                    &target.secrets(),
+                );
+                let tail: String = said.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+                Err(format!("`{cmd}` on {host} exited with {code}: {tail}"))
+            }
+            Err(e) => Err(format!("`{cmd}` on {host}: {e}")),
+        };
+        self.audit(
+            target,
+            None,
+            &match &result {
+                Ok(()) => format!("service stopped on {host}"),
+                Err(e) => format!("the service on {host} could not be stopped: {e}"),
+            },
+        );
+        Ok(result)
+    }
+
     /// Appends `msg` to the audit log under the fleet's name (a rollout across its hosts).
     pub fn audit_fleet(&self, fleet: &str, msg: &str) {
         tracing::info!(fleet = %fleet, "{msg}");

@@ -456,7 +456,7 @@ async fn rollback_host(
     }
 }
 
-fn busy_fleet(e: HistoryError) -> EngineError {
+pub(crate) fn busy_fleet(e: HistoryError) -> EngineError {
     match e {
         HistoryError::Busy { target, id, tag } => EngineError::Refused(format!(
             "a rollout is already running on fleet `{target}` (rollout #{id}, {tag}); wait for it to finish"
@@ -494,39 +494,7 @@ mod tests {
         assert!(Fleet::new("none", vec![]).validate().is_err());
     }
 
-    /// A balancer that refuses to drain the hosts named in `stuck` and records every call.
-    struct Stuck {
-        stuck: Vec<&'static str>,
-        calls: std::sync::Mutex<Vec<String>>,
-    }
-
-    #[async_trait::async_trait]
-    impl Balancer for Stuck {
-        fn describe(&self) -> String {
-            "test balancer".into()
-        }
-        async fn members(&self) -> Result<Vec<crate::balancer::MemberState>, BalancerError> {
-            Ok(Vec::new())
-        }
-        async fn drain(&self, member: &str, _: Duration) -> Result<(), BalancerError> {
-            self.calls.lock().unwrap().push(format!("drain {member}"));
-            if self.stuck.contains(&member) {
-                return Err(BalancerError::Timeout {
-                    member: member.into(),
-                    what: "requests still in flight",
-                    seconds: 30.0,
-                    state: "DRAIN, 3 in flight, 0 queued".into(),
-                });
-            }
-            Ok(())
-        }
-        async fn enable(&self, member: &str, _: Duration) -> Result<(), BalancerError> {
-            self.calls.lock().unwrap().push(format!("enable {member}"));
-            Ok(())
-        }
-    }
-
-    use crate::balancer::BalancerError;
+    use crate::balancer::Recording as Stuck;
 
     /// A host that cannot be drained stops the rollout before anything is deployed, and every
     /// host taken out of the pool for it goes back.
@@ -540,7 +508,7 @@ mod tests {
         fleet.max_unavailable = 2;
         let lb = Stuck {
             stuck: vec!["h2"],
-            calls: Default::default(),
+            ..Stuck::default()
         };
         let r = rolling_deploy(&engine, &fleet, &lb, "v2").await.unwrap();
         assert_eq!(r.rollout.status, "failed");

@@ -83,6 +83,40 @@ const MIGRATIONS: &[&str] = &[
         finished_at_ms INTEGER,
         PRIMARY KEY (rollout_id, seq)
      );",
+    // 4: resizing a fleet is a rollout too (`scale`), its host actions `add` and `remove`. SQLite
+    // cannot change a CHECK constraint: both tables are made again and their rows copied (renaming
+    // `rollouts` points `rollout_hosts`' reference at the old table, so both old tables go).
+    "DROP INDEX one_running_rollout_per_fleet;
+     ALTER TABLE rollouts RENAME TO rollouts_v3;
+     ALTER TABLE rollout_hosts RENAME TO rollout_hosts_v3;
+     CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        fleet TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        strategy TEXT NOT NULL CHECK (strategy IN ('rolling','canary','scale')),
+        status TEXT NOT NULL CHECK (status IN ('running','succeeded','failed','rolled-back')),
+        error TEXT,
+        verdict TEXT,
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER
+     );
+     CREATE UNIQUE INDEX one_running_rollout_per_fleet ON rollouts(fleet) WHERE status = 'running';
+     CREATE TABLE rollout_hosts (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
+        seq INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('deploy','rollback','add','remove')),
+        deployment_id INTEGER REFERENCES deployments(id),
+        status TEXT NOT NULL CHECK (status IN ('running','succeeded','failed')),
+        detail TEXT,
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        PRIMARY KEY (rollout_id, seq)
+     );
+     INSERT INTO rollouts SELECT * FROM rollouts_v3;
+     INSERT INTO rollout_hosts SELECT * FROM rollout_hosts_v3;
+     DROP TABLE rollout_hosts_v3;
+     DROP TABLE rollouts_v3;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +307,26 @@ impl History {
             )?,
             None => c.execute("DELETE FROM alert_rules WHERE target = ?1", [target])?,
         };
+        Ok(())
+    }
+
+    /// A value kept in the meta table, if one was set.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, HistoryError> {
+        Ok(self
+            .conn
+            .lock()
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Keeps `value` under `key` in the meta table, replacing what was there.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), HistoryError> {
+        self.conn.lock().unwrap().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
         Ok(())
     }
 
@@ -586,6 +640,50 @@ mod tests {
         drop(h);
         let e = History::open(&path).err().unwrap();
         assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+
+    #[test]
+    fn fleet_rollouts_of_schema_3_survive_the_migration_that_allows_scaling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "foreign_keys", "ON").unwrap();
+            for sql in &MIGRATIONS[..3] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 3).unwrap();
+            c.execute_batch(
+                "INSERT INTO rollouts (fleet, tag, strategy, status, verdict, started_at_ms, finished_at_ms)
+                   VALUES ('prod', 'v2', 'canary', 'rolled-back', '{}', 1, 2);
+                 INSERT INTO rollout_hosts (rollout_id, seq, host, action, status, started_at_ms)
+                   VALUES (1, 1, 'h1', 'deploy', 'failed', 1);",
+            )
+            .unwrap();
+            assert!(c
+                .execute("INSERT INTO rollouts (fleet, tag, strategy, status, started_at_ms) VALUES ('prod', 'v2', 'scale', 'running', 3)", [])
+                .is_err());
+        }
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let old = h.rollout(1).unwrap().unwrap();
+        assert_eq!(
+            (old.strategy.as_str(), old.status.as_str()),
+            ("canary", "rolled-back")
+        );
+        assert_eq!(h.rollout_hosts(1).unwrap()[0].host, "h1");
+        let id = h.begin_rollout("prod", "v2", "scale").unwrap();
+        assert!(
+            h.begin_rollout("prod", "v3", "rolling").is_err(),
+            "still one running per fleet"
+        );
+        let seq = h.rollout_host_started(id, "h4", "add").unwrap();
+        h.rollout_host_finished(id, seq, None, true, None).unwrap();
+        h.rollout_host_started(id, "h4", "remove").unwrap();
+        assert!(
+            h.rollout_host_started(99, "h1", "add").is_err(),
+            "the reference holds"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod exec;
 pub mod fleet;
 pub mod fleet_hosts;
 pub mod fleet_monitor;
+pub mod fleet_scale;
 pub mod github;
 pub mod github_workflow;
 pub mod health;

@@ -23,13 +23,18 @@ pub struct LocalHaproxy {
     pub dir: PathBuf,
 }
 
-/// The configuration for `servers` (name, loopback port). Retries on another server cover a
-/// connection refused by a host just taken out of the pool; a predict request's body fits in the
-/// buffer, so it can be retried.
-pub fn config(port: u16, api_port: u16, servers: &[(String, u16)]) -> String {
+/// The configuration for `servers` (name, loopback port): the first `in_pool` take requests, the
+/// others start in maintenance (a fleet's free slots, for hosts it may add). Retries on another
+/// server cover a connection refused by a host just taken out of the pool; a predict request's
+/// body fits in the buffer, so it can be retried.
+pub fn config(port: u16, api_port: u16, servers: &[(String, u16)], in_pool: usize) -> String {
     let lines: String = servers
         .iter()
-        .map(|(name, p)| format!("    server {name} 127.0.0.1:{p} check\n"))
+        .enumerate()
+        .map(|(i, (name, p))| {
+            let slot = if i < in_pool { "" } else { " disabled" };
+            format!("    server {name} 127.0.0.1:{p} check{slot}\n")
+        })
         .collect();
     format!(
         "global
@@ -57,19 +62,21 @@ backend {BACKEND}
 }
 
 impl LocalHaproxy {
-    /// Writes the configuration into `dir`, starts `haproxy` and waits until its runtime API
-    /// answers. Servers that do not answer yet are simply DOWN until they do. Blocking (it waits
-    /// up to 20 s): call it from a blocking context.
+    /// Writes the configuration into `dir` (the first `in_pool` servers in the pool, see
+    /// [`config`]), starts `haproxy` and waits until its runtime API answers. Servers that do not
+    /// answer yet are simply DOWN until they do. Blocking (it waits up to 20 s): call it from a
+    /// blocking context.
     pub fn start(
         dir: &Path,
         port: u16,
         api_port: u16,
         servers: &[(String, u16)],
+        in_pool: usize,
     ) -> Result<LocalHaproxy, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, config(port, api_port, servers))
+        std::fs::write(&cfg, config(port, api_port, servers, in_pool))
             .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
         let err_log = dir.join("haproxy.err");
         let stderr = std::fs::File::create(&err_log)

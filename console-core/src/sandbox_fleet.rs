@@ -1,4 +1,4 @@
-//! The sandbox's fleet: three hosts on this computer behind Debian's HAProxy, to try rolling and
+//! The sandbox's fleet: three hosts on this computer (1 to 10 as the user resizes it) behind Debian's HAProxy, to try rolling and
 //! canary deploys and the merged fleet dashboard without a cloud account. Each host is a compose
 //! project of the sandbox's image with a directory and a port of its own, deployed by the
 //! single-host engine like the sandbox; HAProxy balances them and is driven through its runtime
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fleet::{Fleet, Member};
 use crate::fleet_monitor::Replica;
+use crate::history::{History, HistoryError};
 use crate::local_balancer::LocalHaproxy;
 use crate::sandbox;
 use crate::secret::Secret;
@@ -16,7 +17,10 @@ use crate::service::ServiceClient;
 
 /// The fleet's name in the history.
 pub const NAME: &str = "sandbox-fleet";
-pub const HOSTS: usize = 3;
+/// Its size until the user resizes it, and the most hosts it can have (HAProxy is configured with
+/// a server per possible host; those beyond the fleet's size wait in maintenance).
+pub const DEFAULT_HOSTS: usize = 3;
+pub const MAX_HOSTS: usize = 10;
 
 /// Where the fleet listens on loopback. Each host takes two ports: its own and the one beside it,
 /// where a new version is tried before the switch.
@@ -41,12 +45,13 @@ impl Default for Ports {
 }
 
 impl Ports {
-    /// `MLOPS_SANDBOX_FLEET_PORT` moves the whole block (front, API, then hosts from +10).
+    /// `MLOPS_SANDBOX_FLEET_PORT` moves the whole block of 30 ports (front, API, then hosts from
+    /// +10).
     pub fn from_env() -> Ports {
         match std::env::var("MLOPS_SANDBOX_FLEET_PORT")
             .ok()
             .and_then(|p| p.parse::<u16>().ok())
-            .filter(|p| *p < u16::MAX - 20)
+            .filter(|p| *p < u16::MAX - 30)
         {
             Some(front) => Ports {
                 front,
@@ -62,18 +67,53 @@ impl Ports {
     }
 }
 
-/// The host names, in order: h1, h2, h3.
-pub fn host_names() -> Vec<String> {
-    (1..=HOSTS).map(|i| format!("h{i}")).collect()
+/// The names of a fleet of `hosts`, in order: h1, h2, h3...
+pub fn host_names(hosts: usize) -> Vec<String> {
+    (1..=hosts.min(MAX_HOSTS))
+        .map(|i| format!("h{i}"))
+        .collect()
+}
+
+/// Where the fleet's size is kept: in the history database, with its rollouts.
+const SIZE_KEY: &str = "sandbox-fleet.hosts";
+
+/// The fleet's size: what the last resize left, [`DEFAULT_HOSTS`] before any.
+pub fn size(history: &History) -> Result<usize, HistoryError> {
+    Ok(history
+        .meta(SIZE_KEY)?
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| check_size(*n).is_ok())
+        .unwrap_or(DEFAULT_HOSTS))
+}
+
+pub fn set_size(history: &History, hosts: usize) -> Result<(), HistoryError> {
+    history.set_meta(SIZE_KEY, &hosts.to_string())
+}
+
+/// Whether the fleet can have `hosts` hosts, as a sentence when not.
+pub fn check_size(hosts: usize) -> Result<(), String> {
+    if (1..=MAX_HOSTS).contains(&hosts) {
+        Ok(())
+    } else {
+        Err(format!(
+            "a fleet of {hosts} hosts is not offered on this computer: 1 to {MAX_HOSTS}"
+        ))
+    }
 }
 
 fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("sandbox-fleet")
 }
 
-/// The fleet: one sandbox target per host, `project_prefix`-h1... as compose projects.
-pub fn fleet(data_dir: &Path, ports: Ports, compose: &[String], project_prefix: &str) -> Fleet {
-    let members = host_names()
+/// The fleet of `hosts`: one sandbox target per host, `project_prefix`-h1... as compose projects.
+pub fn fleet(
+    data_dir: &Path,
+    ports: Ports,
+    compose: &[String],
+    project_prefix: &str,
+    hosts: usize,
+) -> Fleet {
+    let members = host_names(hosts)
         .into_iter()
         .enumerate()
         .map(|(i, name)| {
@@ -90,10 +130,11 @@ pub fn fleet(data_dir: &Path, ports: Ports, compose: &[String], project_prefix: 
     Fleet::new(NAME, members)
 }
 
-/// Starts the fleet's HAProxy in front of its hosts (those not deployed yet are DOWN until they
-/// are). Blocking: call it from a blocking context.
-pub fn start_balancer(data_dir: &Path, ports: Ports) -> Result<LocalHaproxy, String> {
-    let servers: Vec<(String, u16)> = host_names()
+/// Starts the fleet's HAProxy with a server per possible host: the fleet's `hosts` in the pool
+/// (those not deployed yet are DOWN until they are), the others in maintenance until the fleet
+/// grows. Blocking: call it from a blocking context.
+pub fn start_balancer(data_dir: &Path, ports: Ports, hosts: usize) -> Result<LocalHaproxy, String> {
+    let servers: Vec<(String, u16)> = host_names(MAX_HOSTS)
         .into_iter()
         .enumerate()
         .map(|(i, n)| (n, ports.host(i)))
@@ -103,12 +144,14 @@ pub fn start_balancer(data_dir: &Path, ports: Ports) -> Result<LocalHaproxy, Str
         ports.front,
         ports.api,
         &servers,
+        hosts,
     )
 }
 
-/// A monitoring client per host, in order, with the token their service requires.
-pub fn replicas(ports: Ports, token: Option<Secret>) -> Vec<Replica> {
-    host_names()
+/// A monitoring client per host of a fleet of `hosts`, in order, with the token their service
+/// requires.
+pub fn replicas(ports: Ports, hosts: usize, token: Option<Secret>) -> Vec<Replica> {
+    host_names(hosts)
         .into_iter()
         .enumerate()
         .map(|(i, name)| Replica {
@@ -117,4 +160,41 @@ pub fn replicas(ports: Ports, token: Option<Secret>) -> Vec<Replica> {
                 .with_token(token.clone()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_is_kept_with_the_history_and_bounded() {
+        let h = History::in_memory().unwrap();
+        assert_eq!(size(&h).unwrap(), DEFAULT_HOSTS);
+        set_size(&h, 5).unwrap();
+        assert_eq!(size(&h).unwrap(), 5);
+        assert_eq!(host_names(5).last().unwrap(), "h5");
+        set_size(&h, 42).unwrap();
+        assert_eq!(
+            size(&h).unwrap(),
+            DEFAULT_HOSTS,
+            "a size out of range is not used"
+        );
+        assert!(check_size(0).unwrap_err().contains("1 to 10"));
+        assert!(check_size(MAX_HOSTS).is_ok());
+        // Every host's two ports stay inside the block that MLOPS_SANDBOX_FLEET_PORT moves.
+        let p = Ports::default();
+        assert!(p.host(MAX_HOSTS - 1) + 1 < p.front + 30);
+        let f = fleet(Path::new("/data"), p, &["docker-compose".into()], "x", 4);
+        let names: Vec<&str> = f.members.iter().map(|m| m.target.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "sandbox-fleet/h1",
+                "sandbox-fleet/h2",
+                "sandbox-fleet/h3",
+                "sandbox-fleet/h4"
+            ]
+        );
+        assert_eq!(f.members[3].target.project, "x-h4");
+    }
 }

@@ -32,4 +32,5 @@ pub const ALL: &[&str] = &[
     "alert_rules_save",
     "fleet_status",
     "fleet_deploy",
+    "fleet_scale",
 ];

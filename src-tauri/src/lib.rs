@@ -68,6 +68,7 @@ pub fn app_builder<R: Runtime>(b: Builder<R>) -> Builder<R> {
         alerts::alert_rules_save,
         fleet::fleet_status,
         fleet::fleet_deploy,
+        fleet::fleet_scale,
     ])
 }
 

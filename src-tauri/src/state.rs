@@ -202,9 +202,19 @@ impl AppState {
         }
     }
 
-    /// The sandbox fleet: three hosts on this computer, each a sandbox target with the fleet's
+    /// The sandbox fleet's size: three hosts until the user resizes it.
+    pub fn fleet_size(&self) -> AppResult<usize> {
+        Ok(sandbox_fleet::size(self.engine.history())?)
+    }
+
+    /// The sandbox fleet: its hosts on this computer, each a sandbox target with the fleet's
     /// monitoring token, alert webhook and post-switch watch.
     pub async fn sandbox_fleet(&self) -> AppResult<Fleet> {
+        self.sandbox_fleet_of(self.fleet_size()?).await
+    }
+
+    /// The sandbox fleet as if it had `hosts` hosts (a resize's view of it).
+    pub async fn sandbox_fleet_of(&self, hosts: usize) -> AppResult<Fleet> {
         let prefix = std::env::var("MLOPS_SANDBOX_PROJECT")
             .map(|p| format!("{p}-fleet"))
             .unwrap_or_else(|_| "mlops-sandbox-fleet".into());
@@ -213,6 +223,7 @@ impl AppState {
             self.fleet_ports,
             &self.compose().await?,
             &prefix,
+            hosts,
         );
         let token = self.api_token(sandbox_fleet::NAME)?.0;
         for m in &mut fleet.members {
@@ -228,12 +239,13 @@ impl AppState {
     pub async fn fleet_balancer(&self) -> AppResult<Haproxy> {
         let mut g = self.fleet_balancer.lock().await;
         if g.is_none() {
-            let (dir, ports) = (self.data_dir.clone(), self.fleet_ports);
-            let started =
-                tokio::task::spawn_blocking(move || sandbox_fleet::start_balancer(&dir, ports))
-                    .await
-                    .map_err(|e| AppError::new("haproxy", e.to_string()))?
-                    .map_err(|e| AppError::new("haproxy", e))?;
+            let (dir, ports, hosts) = (self.data_dir.clone(), self.fleet_ports, self.fleet_size()?);
+            let started = tokio::task::spawn_blocking(move || {
+                sandbox_fleet::start_balancer(&dir, ports, hosts)
+            })
+            .await
+            .map_err(|e| AppError::new("haproxy", e.to_string()))?
+            .map_err(|e| AppError::new("haproxy", e))?;
             *g = Some(started);
         }
         Ok(g.as_ref().expect("started above").balancer())

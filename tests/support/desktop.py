@@ -181,8 +181,9 @@ class Console:
         config = ClientConfig(remote_server_addr=url, timeout=COMMAND_TIMEOUT_S,
                               init_args_for_pool_manager={"init_args_for_pool_manager": {"retries": False}})
         # tauri-driver proxies to WebKitWebDriver, which it starts itself: on a loaded machine that
-        # one may not listen yet when the first session is asked for ("tcp connect error" in the
-        # log, the connection closed without an answer). That, and only that, is retried.
+        # one may not listen yet when the first session is asked for, and tauri-driver closes the
+        # connection without an answer ("tcp connect error" in its log, or nothing at all: a CI run
+        # with cargo test and pytest beside it saw that). That, and only that, is retried.
         for attempt in range(4):
             try:
                 self.driver = webdriver.Remote(command_executor=url, options=opts, client_config=config)
@@ -190,8 +191,9 @@ class Console:
             except Exception as e:
                 self.log.flush()
                 tail = self.log_path.read_bytes()[-3000:].decode(errors="replace")
-                if attempt < 3 and "tcp connect error" in tail and self.proc.poll() is None:
-                    time.sleep(2)
+                closed = "tcp connect error" in tail or "RemoteDisconnected" in repr(e)
+                if attempt < 3 and closed and self.proc.poll() is None:
+                    time.sleep(3)
                     continue
                 raise RuntimeError(f"tauri-driver gave no session ({e}); its log ends:\n{tail}") from e
 

@@ -1,6 +1,7 @@
 // The fleet on the Deployments page: its hosts as HAProxy sees them, and its rollouts with a row
 // per host action, polled while the page is open so a rollout is followed host by host live.
-// Rolling a fleet back is a rolling deploy of an earlier version.
+// Rolling a fleet back is a rolling deploy of an earlier version; resizing adds hosts serving the
+// fleet's version or drains and removes the last ones.
 
 import { call } from "./api.js";
 import { $, el, toast, confirmDialog } from "./dom.js";
@@ -25,6 +26,10 @@ export class FleetPanel {
     this.timer = null;
     this.busy = false;
     $("#fleet-strategy").addEventListener("change", () => this.showOptions());
+    $("#fleet-scale-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.resize(Number($("#fleet-size").value));
+    });
     this.showOptions();
   }
 
@@ -64,6 +69,15 @@ export class FleetPanel {
 
   render(s) {
     $("#fleet-front").textContent = String(s.front_port);
+    const n = s.hosts.length;
+    // The dashboard's host selector and the target's name follow the fleet's size.
+    if (this.app.info.fleet) this.app.info.fleet.hosts = s.hosts.map((h) => h.name);
+    const option = $('option[value="sandbox-fleet"]');
+    if (option) option.textContent = `This computer: ${n} host${n === 1 ? "" : "s"} behind HAProxy`;
+    if (document.activeElement !== $("#fleet-size") && !this.busy) $("#fleet-size").value = String(n);
+    $("#fleet-size").max = String(s.max_hosts);
+    $("#fleet-max-unavailable").max = String(Math.max(1, n - 1));
+    $("#fleet-resize").disabled = s.busy || this.busy;
     $("#fleet-hosts tbody").replaceChildren(...s.hosts.map((h) =>
       el("tr", { "data-host": h.name },
         el("th", { scope: "row" }, h.name), el("td", { class: "num" }, h.port),
@@ -74,7 +88,7 @@ export class FleetPanel {
     $("#fleet-rollouts").replaceChildren(...(s.rollouts.length ? s.rollouts.map((r) => {
       const o = r.rollout;
       let back = "";
-      if (o.status === "succeeded" && o.tag !== current && !offered.has(o.tag) && !s.busy && !this.busy) {
+      if (o.status === "succeeded" && o.strategy !== "scale" && o.tag !== current && !offered.has(o.tag) && !s.busy && !this.busy) {
         offered.add(o.tag);
         back = el("button", { type: "button", "data-fleet-rollback": o.tag, onclick: () => this.rollback(o.tag, current) }, `Roll back to ${o.tag}`);
       }
@@ -122,6 +136,43 @@ export class FleetPanel {
     } finally {
       this.busy = false;
       await Promise.all([this.refresh(), this.app.refreshServing()]);
+    }
+  }
+
+  /** Resizes the fleet to `hosts` after a confirmation; resolves to the report or null. */
+  async resize(hosts) {
+    const now = this.app.info.fleet?.hosts?.length ?? 0;
+    if (!Number.isInteger(hosts) || hosts < 1) {
+      toast("A fleet has at least one host.", true);
+      return null;
+    }
+    if (hosts === now) {
+      toast(`The fleet already has ${hosts} host${hosts === 1 ? "" : "s"}.`, true);
+      return null;
+    }
+    const adding = hosts > now;
+    const ok = await confirmDialog(
+      adding ? `Add ${hosts - now} host${hosts - now === 1 ? "" : "s"}?` : `Remove ${now - hosts} host${now - hosts === 1 ? "" : "s"}?`,
+      adding
+        ? "Each new host gets the version the fleet serves and joins HAProxy's pool once it passes the health check."
+        : `h${hosts + 1}${now - hosts > 1 ? ` to h${now}` : ""} leave HAProxy's pool once their requests in flight are answered, then stop.`,
+      adding ? "Add hosts" : "Remove hosts",
+    );
+    if (!ok) return null;
+    this.busy = true;
+    this.poll();
+    try {
+      const r = await call("fleet_scale", { hosts });
+      const o = r.report.rollout;
+      if (o.status === "succeeded") toast(`The fleet has ${r.hosts} host${r.hosts === 1 ? "" : "s"}.`);
+      else toast(`Resize stopped with ${r.hosts} hosts: ${o.error ?? ""}`, true);
+      return r;
+    } catch (e) {
+      toast(e.message, true);
+      return null;
+    } finally {
+      this.busy = false;
+      await this.refresh();
     }
   }
 

@@ -30,8 +30,14 @@ impl Haproxy {
             .unwrap();
         let servers: Vec<(String, u16)> =
             servers.iter().map(|(n, p)| (n.to_string(), *p)).collect();
-        let inner = LocalHaproxy::start(dir.path(), free_port(), free_port(), &servers)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let inner = LocalHaproxy::start(
+            dir.path(),
+            free_port(),
+            free_port(),
+            &servers,
+            servers.len(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let watchdog = spawn_watchdog(inner.pid(), dir.path(), None);
         Haproxy {
             port: inner.port,

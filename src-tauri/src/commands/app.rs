@@ -21,7 +21,7 @@ pub async fn app_info(state: State<'_, AppState>) -> AppResult<Value> {
         },
         "fleet": {
             "front_port": state.fleet_ports.front,
-            "hosts": console_core::sandbox_fleet::host_names(),
+            "hosts": console_core::sandbox_fleet::host_names(state.fleet_size()?),
         },
         "settings": state.settings(),
     }))

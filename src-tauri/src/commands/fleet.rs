@@ -9,6 +9,7 @@ use std::time::Duration;
 use console_core::balancer::Balancer;
 use console_core::canary::Policy;
 use console_core::fleet::{canary_deploy, rolling_deploy, RolloutReport};
+use console_core::fleet_scale::{scale_down, scale_up, ScaleReport};
 use console_core::sandbox_fleet;
 use console_core::Deployment;
 use serde::Serialize;
@@ -36,6 +37,8 @@ pub struct FleetStatus {
     /// Newest first, each with its host actions in order.
     pub rollouts: Vec<RolloutReport>,
     pub busy: bool,
+    /// The most hosts the fleet can have on this computer.
+    pub max_hosts: usize,
 }
 
 /// Where the fleet stands; starts its HAProxy the first time.
@@ -81,11 +84,25 @@ pub async fn fleet_status(state: State<'_, AppState>) -> AppResult<FleetStatus> 
         hosts,
         rollouts,
         busy: state.fleet_busy.load(Ordering::Acquire),
+        max_hosts: sandbox_fleet::MAX_HOSTS,
     })
 }
 
 /// Clears the busy flag however the rollout ends.
 struct Busy<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Busy<'_> {
+    /// Marks the fleet busy, or says that a rollout already runs on it.
+    fn claim(flag: &std::sync::atomic::AtomicBool) -> AppResult<Busy<'_>> {
+        if flag.swap(true, Ordering::AcqRel) {
+            return Err(AppError::new(
+                "busy",
+                "a rollout is already running on the fleet; wait for it to finish",
+            ));
+        }
+        Ok(Busy(flag))
+    }
+}
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
@@ -115,22 +132,17 @@ pub async fn fleet_deploy(
     fleet.max_unavailable = max_unavailable;
     fleet.validate().map_err(AppError::invalid)?;
     let balancer = state.fleet_balancer().await?;
-    if state.fleet_busy.swap(true, Ordering::AcqRel) {
-        return Err(AppError::new(
-            "busy",
-            "a rollout is already running on the fleet; wait for it to finish",
-        ));
-    }
-    let _busy = Busy(&state.fleet_busy);
+    let _busy = Busy::claim(&state.fleet_busy)?;
     let engine = &state.engine;
     let report = match strategy.as_str() {
         "rolling" => rolling_deploy(engine, &fleet, &balancer, &tag).await?,
         "canary" => {
             let token = state.api_token(sandbox_fleet::NAME)?.0;
-            let monitors: Vec<_> = sandbox_fleet::replicas(state.fleet_ports, Some(token))
-                .into_iter()
-                .map(|r| r.client)
-                .collect();
+            let monitors: Vec<_> =
+                sandbox_fleet::replicas(state.fleet_ports, fleet.members.len(), Some(token))
+                    .into_iter()
+                    .map(|r| r.client)
+                    .collect();
             canary_deploy(
                 engine,
                 &fleet,
@@ -149,12 +161,17 @@ pub async fn fleet_deploy(
             )))
         }
     };
-    // Every host now serving gets the fleet's alert rules.
+    give_alert_rules(&state, fleet.members.len()).await?;
+    Ok(report)
+}
+
+/// Every host now serving gets the fleet's alert rules.
+async fn give_alert_rules(state: &AppState, hosts: usize) -> AppResult<()> {
     let token = state.api_token(sandbox_fleet::NAME)?.0;
-    for r in sandbox_fleet::replicas(state.fleet_ports, Some(token)) {
+    for r in sandbox_fleet::replicas(state.fleet_ports, hosts, Some(token)) {
         if let Err(e) = console_core::alert_rules::reconcile(
             &r.client,
-            engine.history(),
+            state.engine.history(),
             sandbox_fleet::NAME,
             None,
         )
@@ -163,5 +180,37 @@ pub async fn fleet_deploy(
             tracing::warn!("alert rules not given to {}: {e}", r.name);
         }
     }
+    Ok(())
+}
+
+/// Resizes the fleet to `hosts`: new hosts get the version the fleet serves (deployed out of the
+/// pool, then put in), removed ones (the last first) are drained and stopped.
+#[tauri::command]
+pub async fn fleet_scale(state: State<'_, AppState>, hosts: usize) -> AppResult<ScaleReport> {
+    sandbox_fleet::check_size(hosts).map_err(AppError::invalid)?;
+    let now = state.fleet_size()?;
+    if hosts == now {
+        return Err(AppError::invalid(format!(
+            "the fleet already has {hosts} host(s)"
+        )));
+    }
+    let balancer = state.fleet_balancer().await?;
+    let _busy = Busy::claim(&state.fleet_busy)?;
+    let engine = &state.engine;
+    let report = if hosts > now {
+        let fleet = state.sandbox_fleet_of(hosts).await?;
+        let serving = engine.history().serving(&fleet.members[0].target.name)?;
+        let Some(serving) = serving else {
+            return Err(AppError::invalid(
+                "the fleet serves nothing yet: deploy a version first, then add hosts",
+            ));
+        };
+        scale_up(engine, &fleet, &balancer, now, &serving.tag).await?
+    } else {
+        let fleet = state.sandbox_fleet_of(now).await?;
+        scale_down(engine, &fleet, &balancer, hosts).await?
+    };
+    sandbox_fleet::set_size(engine.history(), report.hosts)?;
+    give_alert_rules(&state, report.hosts).await?;
     Ok(report)
 }

@@ -72,7 +72,8 @@ async fn fleet_dashboard(
     req: &Request,
 ) -> AppResult<Dashboard> {
     let token = state.api_token(sandbox_fleet::NAME)?.0;
-    let replicas = sandbox_fleet::replicas(state.fleet_ports, Some(token));
+    let hosts = state.fleet_size()?;
+    let replicas = sandbox_fleet::replicas(state.fleet_ports, hosts, Some(token));
     // Each rollout starts on the first host: its deployments mark the fleet's versions.
     let first = format!("{}/{}", sandbox_fleet::NAME, replicas[0].name);
     let markers = dashboard::markers(&state.engine.history().deployments(&first, 500)?);
@@ -92,7 +93,7 @@ async fn fleet_dashboard(
             let r = replicas.iter().find(|r| r.name == h).ok_or_else(|| {
                 AppError::invalid(format!(
                     "the fleet has no host `{h}`; its hosts are {}",
-                    sandbox_fleet::host_names().join(", ")
+                    sandbox_fleet::host_names(hosts).join(", ")
                 ))
             })?;
             dashboard::refresh(&r.client, &markers, req).await
