@@ -12,6 +12,8 @@ through HAProxy during the rollouts. Screenshots under test-artifacts/desktop-fl
 from __future__ import annotations
 
 import json
+import os
+import signal
 import urllib.request
 from pathlib import Path
 
@@ -36,6 +38,14 @@ def fleet_console(tmp_path, display, binaries, sandbox_images):
     c.fleet_front = front
     yield c
     c.close()
+    # The app is stopped, not exited: its HAProxy outlives it (the next start in the same data
+    # directory would stop it) and is stopped here.
+    pid_file = c.data / "sandbox-fleet" / "haproxy" / "haproxy.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
     for h in ["h1", "h2", "h3", "h4"]:
         compose_down(f"{c.project}-fleet-{h}", c.data / "sandbox-fleet" / h)
 

@@ -1,7 +1,9 @@
 //! Debian's HAProxy on loopback as a local fleet's load balancer (the sandbox's fleet, and the
 //! tests'): one HTTP frontend, one backend with a server per host, each checked on `/readyz`, and
 //! the runtime API on a loopback TCP port with admin level, which [`crate::balancer::Haproxy`]
-//! drives (drain, maint, ready).
+//! drives (drain, maint, ready). Its pid is kept in its directory: a HAProxy left running by a
+//! console that died (its child outlives it) is stopped by the next start in the same directory,
+//! which would otherwise find its ports taken.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -76,6 +78,7 @@ impl LocalHaproxy {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let cfg = dir.join("haproxy.cfg");
+        stop_left_behind(dir, &cfg);
         std::fs::write(&cfg, config(port, api_port, servers, in_pool))
             .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
         let err_log = dir.join("haproxy.err");
@@ -108,6 +111,13 @@ impl LocalHaproxy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let pid_file = dir.join(PID_FILE);
+        if let Err(e) = std::fs::write(&pid_file, child.id().to_string()) {
+            tracing::warn!(
+                "could not keep HAProxy's pid in {}: {e}",
+                pid_file.display()
+            );
+        }
         Ok(LocalHaproxy {
             child,
             port,
@@ -130,5 +140,40 @@ impl Drop for LocalHaproxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join(PID_FILE));
+    }
+}
+
+/// Where a running HAProxy's pid is kept, in its directory.
+pub const PID_FILE: &str = "haproxy.pid";
+
+/// Stops the HAProxy whose pid `dir` kept, if that process still runs with `cfg` (a pid reused by
+/// another program is left alone), and waits up to 5 s for it to go.
+fn stop_left_behind(dir: &Path, cfg: &Path) {
+    let Some(pid) = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1)
+    else {
+        return;
+    };
+    let ours = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"haproxy"))
+                && args.contains(&cfg.as_os_str().as_encoded_bytes())
+        })
+    };
+    if !ours(pid) {
+        return;
+    }
+    tracing::warn!("stopping HAProxy {pid}, left running by a console that did not exit cleanly");
+    // SAFETY: kill(2) with a pid checked above to be this directory's HAProxy; no memory involved.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ours(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

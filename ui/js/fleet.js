@@ -64,6 +64,11 @@ export class FleetPanel {
       return;
     }
     $("#fleet-error").hidden = true;
+    // Drawn again only when something changed (or a minute passed, for the "ago" times): a table
+    // replaced under the pointer loses the click that was landing on its button.
+    const key = JSON.stringify([s, this.busy, Math.floor(Date.now() / 60000)]);
+    if (key === this.drawn) return;
+    this.drawn = key;
     this.render(s);
   }
 
