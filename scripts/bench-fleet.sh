@@ -19,4 +19,4 @@ cargo build --release -p inference-image --bin inference -p traffic-replay --bin
 export MLOPS_REPLAY_BIN=$CARGO_TARGET_DIR/release/replay INFERENCE_BIN=$CARGO_TARGET_DIR/release/inference
 export MLOPS_REQUIRE_DOCKER=1
 cd console-core
-"$bin" --test-threads 1 --nocapture 2>&1 | grep -E "^(v1 to|v2 across|broken image|h3 failed|canary|test result)" || true
+"$bin" --test-threads 1 --nocapture 2>&1 | grep -E "^(v1 to|v2 across|broken image|h3 failed|canary|resized|test result)" || true

@@ -9,7 +9,8 @@
 //! the third host unable to start a candidate (the first two move, the third fails, both are rolled
 //! back host by host, zero failures); a canary of a release whose predictions moved (refused by the
 //! comparison with the other hosts, figures kept, the canary returned to v2); a canary of v1
-//! (promoted to every host). scripts/test.sh runs this binary beside the rest of the suite.
+//! (promoted to every host); the fleet resized under load, a fourth host joining on v1 and two
+//! leaving drained. scripts/test.sh runs this binary beside the rest of the suite.
 
 mod support;
 
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use console_core::balancer::{Balancer, Haproxy};
 use console_core::canary::Policy;
 use console_core::fleet::{canary_deploy, rolling_deploy, Fleet, Member, RolloutReport};
+use console_core::fleet_scale::{scale_down, scale_up};
 use console_core::service::ServiceClient;
 use console_core::Secret;
 use support::bed::{answering, Bed};
@@ -110,13 +112,22 @@ fn row(host: &str, action: &str, status: &str) -> (String, String, String) {
     (host.into(), action.into(), status.into())
 }
 
-/// Waits until the load has gone through every host at least once.
+/// Whether every host named is UP in the balancer.
+async fn all_up(lb: &Haproxy, hosts: &[&str]) -> bool {
+    let m = lb.members().await.unwrap();
+    hosts
+        .iter()
+        .all(|h| m.iter().any(|m| m.name == *h && m.is_up()))
+}
+
+/// Waits until the load has gone through every host in the pool at least once.
 async fn wait_for_traffic(lb: &Haproxy, past: &[u64]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = lb.members().await.unwrap();
         if m.iter()
             .zip(past)
+            .filter(|(m, _)| m.status != "MAINT")
             .all(|(m, before)| m.total_sessions > *before + 5)
         {
             return;
@@ -134,14 +145,17 @@ async fn rolling_deploys_keep_every_request_answered() {
     if !docker_or_skip() {
         return;
     }
-    let beds: Vec<Bed> = (0..3).map(|_| Bed::new(false)).collect();
-    let names = ["h1", "h2", "h3"];
-    let haproxy = HaproxyProcess::start(
-        &names
+    // Three hosts, and a fourth that joins when the fleet grows (in maintenance until then).
+    let beds: Vec<Bed> = (0..4).map(|_| Bed::new(false)).collect();
+    let all_names = ["h1", "h2", "h3", "h4"];
+    let names = &all_names[..3];
+    let haproxy = HaproxyProcess::start_with_pool(
+        &all_names
             .iter()
             .zip(&beds)
             .map(|(n, b)| (*n, b.target.port))
             .collect::<Vec<_>>(),
+        3,
     );
     let lb = Haproxy::new(haproxy.api.clone(), haproxy.backend.clone());
     let engine = &beds[0].engine;
@@ -172,7 +186,7 @@ async fn rolling_deploys_keep_every_request_answered() {
     fleet.healthy_timeout = Duration::from_secs(30);
     let images = beds[0].images;
     let all_serve = |tag: &str| {
-        for b in &beds {
+        for b in &beds[..3] {
             assert_eq!(
                 answering(b.target.port).as_deref(),
                 Some(tag),
@@ -189,7 +203,7 @@ async fn rolling_deploys_keep_every_request_answered() {
         .unwrap();
     assert_eq!(r.rollout.status, "succeeded", "{r:#?}");
     all_serve(&images.v1);
-    assert!(lb.members().await.unwrap().iter().all(|m| m.is_up()));
+    assert!(all_up(&lb, names).await);
     eprintln!("v1 to 3 hosts: {:.1} s", t.elapsed().as_secs_f64());
 
     // --- v2 under load: every host moves, every request is answered.
@@ -250,7 +264,7 @@ async fn rolling_deploys_keep_every_request_answered() {
         "{r:#?}"
     );
     all_serve(&images.v2);
-    assert!(lb.members().await.unwrap().iter().all(|m| m.is_up()));
+    assert!(all_up(&lb, names).await);
     let answered = assert_no_failures(&summary, "rolling deploy of the broken image");
     eprintln!("broken image stopped at h1 under load: {answered} requests answered, 0 failed");
 
@@ -276,7 +290,7 @@ async fn rolling_deploys_keep_every_request_answered() {
         ]
     );
     all_serve(&images.v2);
-    assert!(lb.members().await.unwrap().iter().all(|m| m.is_up()));
+    assert!(all_up(&lb, names).await);
     let answered = assert_no_failures(&summary, "rolling deploy rolled back");
     eprintln!(
         "h3 failed, h1 and h2 rolled back under load: {answered} requests answered, 0 failed"
@@ -382,7 +396,76 @@ async fn rolling_deploys_keep_every_request_answered() {
             .collect::<Vec<_>>()
     );
 
-    // One rollout per deploy across the fleet, newest first; none left running.
+    // --- resized under load: h4 joins serving v1, then h4 and h3 leave drained.
+    let mut grown = fleet.clone();
+    let mut h4 = beds[3].target.clone();
+    h4.api_token = Some(Secret::new(TOKEN.to_string()));
+    grown.members.push(Member {
+        name: "h4".into(),
+        target: h4,
+    });
+    let load = Load::start(haproxy.port);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    let up = scale_up(engine, &grown, &lb, 3, &images.v1).await.unwrap();
+    let up_s = t.elapsed().as_secs_f64();
+    assert_eq!(up.report.rollout.status, "succeeded", "{up:#?}");
+    assert_eq!(
+        (up.hosts, report_rows(&up.report)),
+        (4, vec![row("h4", "add", "succeeded")])
+    );
+    assert_eq!(
+        answering(beds[3].target.port).as_deref(),
+        Some(images.v1.as_str())
+    );
+    assert!(all_up(&lb, &all_names).await);
+    let past: Vec<u64> = lb
+        .members()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.total_sessions)
+        .collect();
+    wait_for_traffic(&lb, &past).await;
+    let t = Instant::now();
+    let down = scale_down(engine, &grown, &lb, 2).await.unwrap();
+    let down_s = t.elapsed().as_secs_f64();
+    let summary = load.finish();
+    assert_eq!(down.report.rollout.status, "succeeded", "{down:#?}");
+    assert_eq!(
+        (down.hosts, report_rows(&down.report)),
+        (
+            2,
+            vec![
+                row("h4", "remove", "succeeded"),
+                row("h3", "remove", "succeeded")
+            ]
+        )
+    );
+    for b in &beds[2..] {
+        assert_eq!(
+            answering(b.target.port),
+            None,
+            "{} still answers",
+            b.target.name
+        );
+    }
+    assert!(all_up(&lb, &all_names[..2]).await);
+    let left: Vec<String> = lb
+        .members()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.name == "h3" || m.name == "h4")
+        .map(|m| m.status)
+        .collect();
+    assert_eq!(left, ["MAINT", "MAINT"]);
+    let answered = assert_no_failures(&summary, "resize");
+    eprintln!(
+        "resized 3 -> 4 -> 2 hosts under load: h4 joined in {up_s:.1} s, h4 and h3 left in {down_s:.1} s; {answered} requests answered, 0 failed"
+    );
+
+    // One rollout per deploy or resize across the fleet, newest first; none left running.
     let statuses: Vec<String> = engine
         .history()
         .rollouts("fleet-test", 10)
@@ -393,6 +476,8 @@ async fn rolling_deploys_keep_every_request_answered() {
     assert_eq!(
         statuses,
         [
+            "succeeded",
+            "succeeded",
             "succeeded",
             "rolled-back",
             "rolled-back",

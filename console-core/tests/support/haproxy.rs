@@ -24,20 +24,20 @@ impl Haproxy {
     /// Starts HAProxy in front of `servers` (name, loopback port) and waits until its runtime API
     /// answers. Servers that do not answer yet are simply DOWN until they do.
     pub fn start(servers: &[(&str, u16)]) -> Haproxy {
+        Haproxy::start_with_pool(servers, servers.len())
+    }
+
+    /// As [`Haproxy::start`], with only the first `in_pool` servers in the pool and the others in
+    /// maintenance (a fleet's free slots).
+    pub fn start_with_pool(servers: &[(&str, u16)], in_pool: usize) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("mlops-haproxy-")
             .tempdir()
             .unwrap();
         let servers: Vec<(String, u16)> =
             servers.iter().map(|(n, p)| (n.to_string(), *p)).collect();
-        let inner = LocalHaproxy::start(
-            dir.path(),
-            free_port(),
-            free_port(),
-            &servers,
-            servers.len(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let inner = LocalHaproxy::start(dir.path(), free_port(), free_port(), &servers, in_pool)
+            .unwrap_or_else(|e| panic!("{e}"));
         let watchdog = spawn_watchdog(inner.pid(), dir.path(), None);
         Haproxy {
             port: inner.port,
