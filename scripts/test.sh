@@ -16,11 +16,19 @@ STAGES=()
 SUITE_START=$SECONDS
 report() {
   local rc=$?
-  # A stage that failed ends the run: the deploy tests in the background end with it.
+  # A stage that failed ends the run. The early build stops; tests already running in the
+  # background finish first (killed, they would leave their containers, X displays and apps
+  # behind, which a later run on the same machine trips over), and their logs are named.
   [ -z "${early_pid:-}" ] || kill "$early_pid" 2>/dev/null || true
-  [ -z "${deploy_pid:-}" ] || kill "$deploy_pid" 2>/dev/null || true
-  [ -z "${fleet_pid:-}" ] || kill "$fleet_pid" 2>/dev/null || true
-  [ -z "${journey_pid:-}" ] || kill "$journey_pid" 2>/dev/null || true
+  local lane
+  for lane in "deploy:${deploy_pid:-}:${deploy_log:-}" "fleet:${fleet_pid:-}:${fleet_log:-}" \
+              "journeys:${journey_pid:-}:${journey_log:-}"; do
+    IFS=: read -r name pid log <<<"$lane"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      printf '\n=== waiting for the %s tests in the background (log: %s)\n' "$name" "$log"
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   printf '\n=== stage times\n'
   printf '%s\n' "${STAGES[@]}"
   printf '%6d s  total (exit %d)\n' $((SECONDS - SUITE_START)) "$rc"
