@@ -144,13 +144,21 @@ deploy_log=$(mktemp)
 deploy_t0=$SECONDS
 (cd console-core && exec "$deploy_bin") >"$deploy_log" 2>&1 &
 deploy_pid=$!
-# The fleet test (three sshd hosts behind HAProxy, rolling deploys under the replay tool's load,
-# about 3 minutes) likewise, in a process of its own beside the deploy tests.
-fleet_bin=$(cargo test "${CARGO_TEST_FLAGS[@]}" --test fleet --no-run --message-format=json |
-  python3 -c 'import json, sys; print(*[m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")])')
+# The fleet test (three sshd hosts behind HAProxy, rolling deploys and a resize under the replay
+# tool's load, about 6 minutes) likewise, in a process of its own beside the deploy tests, and after
+# it the first-deploy flow (console-core/tests/first_deploy.rs: moto, the keychain, the GitHub
+# double and a loopback host, about 75 s), which cargo test skips too: the foreground is the
+# suite's bottleneck and this lane had the room.
+test_bin() {
+  cargo test "${CARGO_TEST_FLAGS[@]}" --test "$1" --no-run --message-format=json |
+    python3 -c 'import json, sys; print(*[m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")])'
+}
+fleet_bin=$(test_bin fleet)
+first_deploy_bin=$(test_bin first_deploy)
 fleet_log=$(mktemp)
 fleet_t0=$SECONDS
-(cd console-core && MLOPS_REPLAY_BIN="$CARGO_TARGET_DIR/release/replay" exec "$fleet_bin" --nocapture) >"$fleet_log" 2>&1 &
+(cd console-core && export MLOPS_REPLAY_BIN="$CARGO_TARGET_DIR/release/replay" &&
+  "$fleet_bin" --nocapture && exec "$first_deploy_bin") >"$fleet_log" 2>&1 &
 fleet_pid=$!
 # background_done PID LOG T0: waits for tests started in the background, shows their output and how
 # long they ran; their failure is the stage's.
@@ -186,5 +194,5 @@ stage "sandbox and fleet journeys (test_desktop_e2e.py, test_desktop_fleet.py; i
   background_done "$journey_pid" "$journey_log" "$journey_t0"
 stage "deploy tests (console-core/tests/deploy.rs, in the background since cargo test)" \
   background_done "$deploy_pid" "$deploy_log" "$deploy_t0"
-stage "fleet test (console-core/tests/fleet.rs: three hosts behind HAProxy, in the background)" \
+stage "fleet test, then the first-deploy flow (console-core/tests/fleet.rs, first_deploy.rs; in the background)" \
   background_done "$fleet_pid" "$fleet_log" "$fleet_t0"

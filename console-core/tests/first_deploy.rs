@@ -50,7 +50,7 @@ fn tools_or_skip() -> bool {
 
 #[test]
 fn provision_configure_and_first_deploy() {
-    if !tools_or_skip() || !support::docker_or_skip("provision_configure_and_first_deploy") {
+    if !tools_or_skip() || !support::run_here_with_docker("provision_configure_and_first_deploy") {
         return;
     }
     let home = tempfile::tempdir().unwrap();
