@@ -120,7 +120,18 @@ async fn all_up(lb: &Haproxy, hosts: &[&str]) -> bool {
         .all(|h| m.iter().any(|m| m.name == *h && m.is_up()))
 }
 
-/// Waits until the load has gone through every host in the pool at least once.
+/// Every server's sessions since the balancer started, in the pool's order.
+async fn sessions(lb: &Haproxy) -> Vec<u64> {
+    lb.members()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.total_sessions)
+        .collect()
+}
+
+/// Waits until the load has gone through every host in the pool at least once (`past`: what
+/// [`sessions`] said before).
 async fn wait_for_traffic(lb: &Haproxy, past: &[u64]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -207,13 +218,7 @@ async fn rolling_deploys_keep_every_request_answered() {
     eprintln!("v1 to 3 hosts: {:.1} s", t.elapsed().as_secs_f64());
 
     // --- v2 under load: every host moves, every request is answered.
-    let past: Vec<u64> = lb
-        .members()
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.total_sessions)
-        .collect();
+    let past = sessions(&lb).await;
     let load = Load::start(haproxy.port);
     wait_for_traffic(&lb, &past).await;
     let t = Instant::now();
@@ -419,13 +424,7 @@ async fn rolling_deploys_keep_every_request_answered() {
         Some(images.v1.as_str())
     );
     assert!(all_up(&lb, &all_names).await);
-    let past: Vec<u64> = lb
-        .members()
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.total_sessions)
-        .collect();
+    let past = sessions(&lb).await;
     wait_for_traffic(&lb, &past).await;
     let t = Instant::now();
     let down = scale_down(engine, &grown, &lb, 2).await.unwrap();
